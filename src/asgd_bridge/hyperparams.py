@@ -12,7 +12,10 @@ __all__ = [
     "ASGD_DEFAULTS",
     "SAG_DEFAULTS",
     "check_asgd",
+    "CLIP_KINDS",
     "check_sag",
+    "parse_grad_clip",
+    "parse_weight_decay",
 ]
 
 #: torch.optim.ASGD's defaults (torch 2.13).
@@ -70,3 +73,68 @@ def check_sag(lr: Any, batch_num: Any) -> None:
         raise ValueError(f"Invalid batch_num value: {batch_num!r} (expected an int >= 1)")
     if batch_num < 1:
         raise ValueError(f"Invalid batch_num value: {batch_num} (must be >= 1)")
+
+
+# ----------------------------------------------------------------- SAG: regulariser and clipping specs
+
+#: Canonical gradient-clipping specs of SAG (framework-neutral, what state dicts carry):
+#: ``("global_norm", c)`` = Paddle's ClipGradByGlobalNorm(c), ``("norm", c)`` = ClipGradByNorm(c),
+#: ``("value", lo, hi)`` = ClipGradByValue(max=hi, min=lo).
+CLIP_KINDS = ("global_norm", "norm", "value")
+
+
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def parse_grad_clip(spec: Any) -> tuple | None:
+    """Validate a SAG ``grad_clip`` spec and return its canonical tuple (or ``None``).
+
+    Accepted: ``None``; ``("global_norm", c)`` and ``("norm", c)`` with ``c > 0``; ``("value", hi)``
+    (clip to ``[-hi, hi]``, ``hi > 0``, Paddle's ``ClipGradByValue(hi)``) and ``("value", lo, hi)``
+    with ``lo < hi`` (``torch.clamp`` order). Anything else raises ``ValueError`` naming the spec.
+    """
+    if spec is None:
+        return None
+    allowed = "None, ('global_norm', c), ('norm', c), ('value', max) or ('value', min, max)"
+    if not isinstance(spec, (tuple, list)) or not spec or spec[0] not in CLIP_KINDS:
+        raise ValueError(f"Invalid grad_clip value: {spec!r} (expected {allowed})")
+    kind, *args = spec
+    if not all(_finite_number(a) for a in args):
+        raise ValueError(f"Invalid grad_clip value: {spec!r} (bounds must be finite numbers)")
+    if kind in ("global_norm", "norm"):
+        if len(args) != 1 or not args[0] > 0:
+            raise ValueError(f"Invalid grad_clip value: {spec!r} (expected ({kind!r}, c) with c > 0)")
+        return (kind, float(args[0]))
+    if len(args) == 1:
+        if not args[0] > 0:
+            raise ValueError(f"Invalid grad_clip value: {spec!r} (('value', max) needs max > 0)")
+        return ("value", -float(args[0]), float(args[0]))
+    if len(args) != 2 or not args[0] < args[1]:
+        raise ValueError(f"Invalid grad_clip value: {spec!r} (expected ('value', min, max), min < max)")
+    return ("value", float(args[0]), float(args[1]))
+
+
+def parse_weight_decay(spec: Any) -> tuple[str, float]:
+    """Validate a SAG ``weight_decay`` and return ``(kind, coeff)``, kind ``"l2"`` or ``"l1"``.
+
+    A number is Paddle's ``L2Decay(coeff)`` (and torch's ``weight_decay``); ``("l2", c)`` and
+    ``("l1", c)`` name the regulariser (``L1Decay`` adds ``c * sign(p)``); ``None`` is no decay.
+    """
+    if spec is None:
+        return ("l2", 0.0)
+    if _finite_number(spec):
+        if not spec >= 0:
+            raise ValueError(f"Invalid weight_decay value: {spec} (must be >= 0)")
+        return ("l2", float(spec))
+    if (
+        isinstance(spec, (tuple, list))
+        and len(spec) == 2
+        and spec[0] in ("l1", "l2")
+        and _finite_number(spec[1])
+        and spec[1] >= 0
+    ):
+        return (spec[0], float(spec[1]))
+    raise ValueError(
+        f"Invalid weight_decay value: {spec!r} (expected a float >= 0, ('l2', c) or ('l1', c) with c >= 0)"
+    )
