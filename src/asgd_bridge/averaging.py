@@ -1,0 +1,148 @@
+"""Evaluate and save with the averaged weights of averaged SGD, for any backend.
+
+``AveragedWeights`` is a mixin holding the framework-free logic; each backend's ASGD supplies two hooks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+__all__ = ["AveragedWeights"]
+
+T = TypeVar("T")
+
+
+class AveragedWeights(Generic[T]):
+    r"""Averaged-weights API for an averaged-SGD optimizer: read, swap in, and save :math:`\bar{x}`.
+
+    Averaged SGD keeps, next to every parameter :math:`p`, the running average
+    :math:`\bar{x}_t = \bar{x}_{t-1} + \mu_t (p_t - \bar{x}_{t-1})` of its iterates (state key ``ax``;
+    see :func:`asgd_bridge.reference.asgd_step`). Polyak & Juditsky (1992) show that it is
+    :math:`\bar{x}`, not :math:`p`, that converges at the optimal rate, so evaluation and checkpoints
+    should use it. ``torch.optim.ASGD`` stores it but offers no way to use it; AWD-LSTM (Merity et al.,
+    *Regularizing and Optimizing LSTM Language Models*, ICLR 2018) copies ``optimizer.state[p]['ax']``
+    into the parameters by hand. This mixin does that once, for every backend.
+
+    **Contract for a backend.** The class mixing this in implements two hooks and may override a third:
+
+    ``_averaging_pairs() -> list[tuple[param, ax | None]]``
+        Every parameter the optimizer owns, in param-group order (the order of
+        ``param_groups[i]["params"]``, group after group), each with its averaged tensor, or ``None``
+        when the parameter has no average yet (it has not been stepped). Must not create state.
+    ``_copy_into(dst, src) -> None``
+        Overwrite the values of ``dst`` with those of ``src`` in place (same shape and dtype), outside
+        autograd, keeping ``dst`` the same object (torch: ``with torch.no_grad(): dst.copy_(src)``).
+    ``_snapshot(tensor) -> tensor`` (optional)
+        A detached copy; the default ``tensor.detach().clone()`` works for torch and Paddle tensors.
+
+    The backend's ``step`` should call ``self._check_not_swapped("step()")`` first, so that a step
+    taken on the averaged weights (whose result would be thrown away on exit) fails loudly.
+
+    **Before the first step** a parameter has no ``ax`` (torch creates it on the parameter's first
+    step, hence the well-known ``KeyError: 'ax'``). Here such a parameter is its own average: every
+    method below uses its current value and emits one :class:`UserWarning` naming how many parameters
+    are affected. It never raises ``KeyError``.
+
+    The swap copies (it does not exchange), so the optimizer's state stays valid inside
+    :meth:`swap_averaged`: saving or pickling the optimizer there records the true averages.
+
+    References:
+        B. T. Polyak and A. B. Juditsky. Acceleration of stochastic approximation by averaging. 1992.
+        S. Merity, N. S. Keskar and R. Socher. Regularizing and optimizing LSTM language models. 2018.
+    """
+
+    # ------------------------------------------------------------------ hooks (backend)
+
+    def _averaging_pairs(self) -> list[tuple[T, T | None]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _averaging_pairs()")
+
+    def _copy_into(self, dst: T, src: T) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _copy_into(dst, src)")
+
+    def _snapshot(self, tensor: T) -> T:
+        return tensor.detach().clone()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_not_swapped(self, action: str) -> None:
+        if getattr(self, "_averaged_swapped_in", False):
+            raise RuntimeError(
+                f"{type(self).__name__}.{action} called inside swap_averaged(): the parameters hold "
+                "the averaged weights and are restored on exit, so this would be lost; leave the "
+                "`with` block first"
+            )
+
+    def _pairs_warning_if_unstepped(self, what: str) -> list[tuple[T, T | None]]:
+        pairs = self._averaging_pairs()
+        missing = sum(ax is None for _, ax in pairs)
+        if missing:
+            warnings.warn(
+                f"{type(self).__name__}.{what}: {missing} of {len(pairs)} parameter(s) have not been "
+                "stepped yet, so they have no averaged weights ('ax'); their current values are used as "
+                "their own average",
+                UserWarning,
+                stacklevel=3,
+            )
+        return pairs
+
+    # ------------------------------------------------------------------ public API
+
+    def averaged_parameters(self) -> list[T]:
+        """Detached copies of the averaged weights, one per parameter, in parameter order.
+
+        A parameter not stepped yet contributes a copy of its current value (with a warning).
+        """
+        pairs = self._pairs_warning_if_unstepped("averaged_parameters()")
+        return [self._snapshot(p if ax is None else ax) for p, ax in pairs]
+
+    @contextmanager
+    def swap_averaged(self) -> Iterator[None]:
+        """Context manager: the parameters hold their averaged weights inside, their raw weights after.
+
+        The raw weights are restored on exit, also when the body raises. Nesting raises
+        ``RuntimeError``, and so does the optimizer's ``step()`` inside the block. Example::
+
+            with opt.swap_averaged():
+                val_loss = evaluate(model)          # with the averaged weights
+                torch.save(model.state_dict(), path)
+            # training continues from the raw weights
+        """
+        if getattr(self, "_averaged_swapped_in", False):
+            raise RuntimeError(
+                f"{type(self).__name__}.swap_averaged() is already active: the parameters already "
+                "hold the averaged weights; nested swaps are not allowed"
+            )
+        pairs = [(p, ax) for p, ax in self._pairs_warning_if_unstepped("swap_averaged()") if ax is not None]
+        saved: list[tuple[T, T]] = []
+        self._averaged_swapped_in = True
+        try:
+            for p, ax in pairs:
+                raw = self._snapshot(p)
+                self._copy_into(p, ax)
+                saved.append((p, raw))
+            yield
+        finally:
+            for p, raw in reversed(saved):
+                self._copy_into(p, raw)
+            self._averaged_swapped_in = False
+
+    def averaged_state_dict(self, model: Any) -> dict[str, Any]:
+        """``model.state_dict()`` with each optimized parameter replaced by a copy of its average.
+
+        Buffers and parameters this optimizer does not own keep their usual entries; the model and the
+        optimizer are not modified. Works for any model with ``state_dict()`` and
+        ``named_parameters(remove_duplicate=False)`` (``torch.nn.Module``, ``paddle.nn.Layer``), so
+        tied parameters get the average under every name.
+        """
+        pairs = self._pairs_warning_if_unstepped("averaged_state_dict()")
+        averages = {id(p): ax for p, ax in pairs if ax is not None}
+        out = model.state_dict()
+        named: Mapping[str, Any] = dict(model.named_parameters(remove_duplicate=False))
+        for name, param in named.items():
+            ax = averages.get(id(param))
+            if ax is not None and name in out:
+                out[name] = self._snapshot(ax)
+        return out
