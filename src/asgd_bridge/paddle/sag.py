@@ -1,0 +1,408 @@
+"""SAG for Paddle: ``paddle.optimizer.ASGD``'s algorithm without its host syncs, with portable state.
+
+The math is :func:`asgd_bridge.reference.sag_step`; the state dict mirrors ``asgd_bridge.torch.SAG``'s.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import paddle
+from paddle.nn.clip import ClipGradBase
+from paddle.optimizer import Optimizer
+from paddle.optimizer.lr import LRScheduler
+from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
+
+from asgd_bridge.hyperparams import SAG_DEFAULTS, check_sag, parse_grad_clip, parse_weight_decay
+from asgd_bridge.memory import StateTensor, check_sag_memory
+
+try:  # the fused kernel of paddle.optimizer.ASGD: one pass over p, g, d and y[i]
+    from paddle import _C_ops
+
+    _FUSED = getattr(_C_ops, "asgd_", None)
+except ImportError:  # pragma: no cover - every Paddle 3 has it
+    _FUSED = None
+
+__all__ = ["SAG"]
+
+_HALF = (paddle.float16, paddle.bfloat16)
+_FUSED_DTYPES = (paddle.float32, paddle.float64)
+
+
+def regularizer_from_spec(spec: Any) -> WeightDecayRegularizer | None:
+    """``weight_decay`` as Paddle takes it (``None``, number, ``L1Decay``, ``L2Decay``) or as a spec
+    (:func:`asgd_bridge.hyperparams.parse_weight_decay`), returned as a Paddle regulariser."""
+    if spec is None or isinstance(spec, WeightDecayRegularizer):
+        return spec
+    kind, coeff = parse_weight_decay(spec)
+    return L2Decay(coeff) if kind == "l2" else L1Decay(coeff)
+
+
+def regularizer_to_spec(reg: Any) -> float | tuple[str, float] | None:
+    """A Paddle regulariser as the framework-neutral spec that state dicts carry."""
+    if reg is None:
+        return 0.0
+    if isinstance(reg, (int, float)) and not isinstance(reg, bool):
+        return float(reg)
+    if isinstance(reg, L2Decay):
+        return float(reg._coeff)
+    if isinstance(reg, L1Decay):
+        return ("l1", float(reg._coeff))
+    return None  # a custom regulariser: not representable
+
+
+def clip_from_spec(spec: Any) -> ClipGradBase | None:
+    """``grad_clip`` as a Paddle ``ClipGradBy*`` object or a spec (:func:`parse_grad_clip`)."""
+    if spec is None or isinstance(spec, ClipGradBase):
+        return spec
+    canon = parse_grad_clip(spec)
+    assert canon is not None
+    if canon[0] == "global_norm":
+        return paddle.nn.ClipGradByGlobalNorm(canon[1])
+    if canon[0] == "norm":
+        return paddle.nn.ClipGradByNorm(canon[1])
+    return paddle.nn.ClipGradByValue(max=canon[2], min=canon[1])
+
+
+def clip_to_spec(clip: Any) -> tuple | None:
+    """A Paddle ``ClipGradBy*`` object as the framework-neutral spec that state dicts carry."""
+    if isinstance(clip, paddle.nn.ClipGradByGlobalNorm):
+        return ("global_norm", float(clip.clip_norm))
+    if isinstance(clip, paddle.nn.ClipGradByNorm):
+        return ("norm", float(clip.clip_norm))
+    if isinstance(clip, paddle.nn.ClipGradByValue):
+        return ("value", float(clip.min), float(clip.max))
+    return None
+
+
+def _copy_tensor(value: Any, dtype: Any) -> paddle.Tensor:
+    """A fresh tensor of ``dtype`` on the default device from a Paddle tensor or an array."""
+    if isinstance(value, paddle.Tensor):
+        return value.detach().astype(dtype).clone()
+    return paddle.to_tensor(value, dtype=dtype)
+
+
+def _device_name(p: paddle.Tensor) -> str:
+    place = p.place
+    if place.is_gpu_place():
+        return f"gpu:{place.gpu_device_id()}"
+    return "cpu"
+
+
+class SAG(Optimizer):
+    r"""Stochastic average gradient (SAG) for Paddle: ``paddle.optimizer.ASGD``'s algorithm, faster.
+
+    Per parameter, with ``m`` finished steps and ``n = batch_num`` stored gradients::
+
+        g     = grad  (negated if maximize), clipped (grad_clip), + regulariser (weight_decay)
+        i     = m % n
+        d     = d - y[i] + g
+        y[i]  = g
+        p     = p - lr * d / min(m + 1, n)
+
+    (:func:`asgd_bridge.reference.sag_step`). Same constructor and results as
+    ``paddle.optimizer.ASGD``, with three differences:
+
+    * no host synchronisation: ``m`` is a Python int per parameter (Paddle's ASGD reads its int64
+      ``m`` tensor back with ``.item()`` for every parameter at every step);
+    * :meth:`state_dict` is keyed by parameter *position* (``{"state": {0: {"d", "y", "m"}}, ...}``,
+      the mirror of ``asgd_bridge.torch.SAG``'s), so a fresh optimizer, whose parameters have new
+      names, can load it; Paddle's ASGD keys by generated names and fails;
+    * float16/bfloat16 parameters work on CPU (computed in fp32; Paddle has no CPU kernel for them).
+
+    Memory: ``batch_num`` gradients per parameter; the constructor estimates it
+    (:func:`asgd_bridge.memory.check_sag_memory`) and raises ``SAGMemoryError`` if it does not fit.
+
+    Args:
+        learning_rate: float or ``LRScheduler`` (default 0.001).
+        batch_num: stored gradients per parameter, an int >= 1 (a group may set its own).
+        parameters: parameters or Paddle parameter groups (``learning_rate`` in a group is a
+            multiplier of the global one, as in Paddle).
+        weight_decay: ``None``, a float (``L2Decay``), ``L2Decay``, ``L1Decay``, or a spec
+            ``("l2", c)`` / ``("l1", c)``. A regulariser set on a parameter (``ParamAttr``) wins.
+        grad_clip: ``ClipGradByGlobalNorm`` / ``ClipGradByNorm`` / ``ClipGradByValue`` or a spec
+            ``("global_norm", c)``, ``("norm", c)``, ``("value", max)``, ``("value", min, max)``.
+        multi_precision: fp32 master weight (state ``"master"``) and fp32 ``d`` for float16/bfloat16
+            parameters; ``y`` stays in the parameter's dtype.
+        name: Paddle's optional name (unused by the state dict).
+        maximize: negate the gradient before clipping and the regulariser (torch's convention).
+        check_memory: ``False`` skips the memory estimate (so does ``ASGD_BRIDGE_SKIP_MEMORY_CHECK=1``).
+
+    References:
+        M. Schmidt, N. Le Roux and F. Bach. Minimizing finite sums with the stochastic average
+        gradient. Math. Program., 162:83-112, 2017.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | LRScheduler = SAG_DEFAULTS["lr"],
+        batch_num: int = SAG_DEFAULTS["batch_num"],
+        parameters: Sequence[paddle.Tensor] | Sequence[dict[str, Any]] | None = None,
+        weight_decay: float | WeightDecayRegularizer | tuple[str, float] | None = None,
+        grad_clip: ClipGradBase | tuple | None = None,
+        multi_precision: bool = False,
+        name: str | None = None,
+        *,
+        maximize: bool = False,
+        check_memory: bool = True,
+    ) -> None:
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, LRScheduler)):
+            raise ValueError(
+                f"Invalid learning_rate: {learning_rate!r} (expected a float >= 0 or an LRScheduler)"
+            )
+        check_sag(learning_rate, batch_num)
+        if isinstance(learning_rate, int):
+            learning_rate = float(learning_rate)
+        if not (weight_decay is None or isinstance(weight_decay, (L1Decay, L2Decay))):
+            if isinstance(weight_decay, WeightDecayRegularizer):
+                raise ValueError(
+                    f"Invalid weight_decay value: {weight_decay!r} (expected a float, L2Decay, L1Decay, "
+                    "('l2', c) or ('l1', c))"
+                )
+            weight_decay = regularizer_from_spec(weight_decay)
+        if grad_clip is not None and not isinstance(grad_clip, ClipGradBase):
+            grad_clip = clip_from_spec(grad_clip)
+        if parameters is None:
+            raise ValueError("parameters should not be None: SAG runs in dynamic graph mode only")
+        parameters = list(parameters)
+        if parameters and isinstance(parameters[0], dict):
+            parameters = [self._convert_group(dict(g)) for g in parameters]
+        super().__init__(
+            learning_rate=learning_rate,
+            parameters=parameters,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            name=name,
+        )
+        self.type = "sag"
+        self._batch_num = batch_num
+        self._multi_precision = bool(multi_precision)
+        self._maximize = bool(maximize)
+        self._sag_state: dict[int, dict[str, Any]] = {}
+        self._n_tensors: dict[tuple, paddle.Tensor] = {}
+        groups = self._param_groups if isinstance(self._param_groups[0], dict) else [{"params": parameters}]
+        self._flat: list[paddle.Tensor] = [p for g in groups for p in g["params"]]
+        self._position = {id(p): i for i, p in enumerate(self._flat)}
+        self._group_of = {id(p): g for g in groups for p in g["params"]}
+        for g in groups:
+            if "batch_num" in g:
+                check_sag(learning_rate, g["batch_num"])
+        tensors = []
+        for p in self._flat:
+            master = self._multi_precision and p.dtype in _HALF
+            size = p.element_size()
+            extra = p.size * (8 if master else size)
+            tensors.append(StateTensor(p.name, tuple(p.shape), p.size, size, extra, _device_name(p)))
+            if p.dtype in _HALF and not self._multi_precision:
+                warnings.warn(
+                    "SAG stores float16/bfloat16 accumulators in their own precision; consider "
+                    "multi_precision=True.",
+                    stacklevel=2,
+                )
+        by_n: dict[int, list[StateTensor]] = {}
+        for p, t in zip(self._flat, tensors, strict=True):
+            by_n.setdefault(self._n_of(p), []).append(t)
+        for n, ts in by_n.items():
+            check_sag_memory(ts, n, check=check_memory)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _convert_group(group: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(group.get("weight_decay"), (tuple, list)):
+            group["weight_decay"] = regularizer_from_spec(group["weight_decay"])
+        if group.get("grad_clip") is not None:
+            group["grad_clip"] = clip_from_spec(group["grad_clip"])
+        return group
+
+    def _n_of(self, p: paddle.Tensor) -> int:
+        return int(self._group_of[id(p)].get("batch_num", self._batch_num))
+
+    def _state_of(self, p: paddle.Tensor) -> dict[str, Any]:
+        i = self._position[id(p)]
+        state = self._sag_state.get(i)
+        n = self._n_of(p)
+        if state is None:
+            master = self._multi_precision and p.dtype in _HALF
+            acc = paddle.float32 if master else p.dtype
+            state = {
+                "d": paddle.zeros(p.shape, dtype=acc),
+                "y": paddle.zeros([n, *p.shape], dtype=p.dtype),
+                "m": 0,
+            }
+            if master:
+                state["master"] = p.detach().astype(paddle.float32)
+            self._sag_state[i] = state
+        elif state["y"].shape[0] != n:
+            raise ValueError(
+                f"SAG state of parameter {i} holds {state['y'].shape[0]} stored gradients but batch_num "
+                f"is {n}; batch_num cannot change once training has started"
+            )
+        return state
+
+    def _scalar(self, value: float, dtype: Any, cache: dict) -> paddle.Tensor:
+        key = (value, dtype)
+        if key not in cache:
+            cache[key] = paddle.to_tensor([value], dtype=dtype)
+        return cache[key]
+
+    def _regularize(self, p: paddle.Tensor, g: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
+        reg = getattr(p, "regularizer", None)
+        if reg is None:
+            reg = self.regularization
+        if reg is None:
+            return g
+        if isinstance(reg, (int, float)):
+            reg = L2Decay(float(reg))
+        if isinstance(reg, L2Decay):
+            return g + weight * reg._coeff if reg._coeff != 0 else g
+        if isinstance(reg, L1Decay):
+            return g + paddle.sign(weight) * reg._coeff if reg._coeff != 0 else g
+        return self._create_regularization_of_grad(p, g, reg)
+
+    # ------------------------------------------------------------------ step
+
+    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):  # noqa: ANN001
+        # Called by Optimizer.step() and minimize() with the gradients of one group.
+        if not paddle.in_dynamic_mode():
+            raise RuntimeError("asgd_bridge.paddle.SAG supports dynamic graph mode only")
+        if isinstance(params_grads, dict):
+            clip = params_grads.get("grad_clip", self._grad_clip)
+            pairs = params_grads["params"]
+        else:
+            clip, pairs = self._grad_clip, params_grads
+        pairs = [(p, g) for p, g in pairs if g is not None]
+        if not pairs:
+            return None
+        if self._maximize:
+            pairs = [(p, -g) for p, g in pairs]
+        if clip is not None:
+            pairs = clip(pairs)
+        lr = float(self.get_lr())
+        cache: dict = {}
+        for p, g in pairs:
+            self._update(p, g, lr, cache)
+        return None
+
+    def _update(self, p: paddle.Tensor, g: paddle.Tensor, lr: float, cache: dict) -> None:
+        state = self._state_of(p)
+        n = self._n_of(p)
+        m = state["m"]
+        i = m % n
+        count = min(m + 1, n)
+        attr = getattr(p, "optimize_attr", None) or {}
+        plr = lr * float(attr.get("learning_rate", 1.0))
+        d, y = state["d"], state["y"]
+        master = state.get("master")
+        if master is None and p.dtype in _FUSED_DTYPES and _FUSED is not None:
+            g = self._regularize(p, g, p)
+            key = (count, p.dtype)
+            n_t = self._n_tensors.get(key)
+            if n_t is None:
+                n_t = paddle.to_tensor([float(count)], dtype=p.dtype)
+                if count == n:  # the steady state; smaller counts are only seen n - 1 times
+                    self._n_tensors[key] = n_t
+            _FUSED(p, g, self._scalar(plr, p.dtype, cache), d, y[i], n_t, None, False)
+        else:
+            # float16/bfloat16 (or no fused kernel): computed in fp32, stored in each tensor's dtype.
+            w = master if master is not None else p.astype(paddle.float32)
+            g32 = self._regularize(p, g.astype(paddle.float32), w)
+            d32 = d if d.dtype == paddle.float32 else d.astype(paddle.float32)
+            d32 = d32 - y[i].astype(paddle.float32)
+            y[i] = g32.astype(y.dtype)
+            d32 = d32 + y[i].astype(paddle.float32)
+            paddle.assign(d32.astype(d.dtype), output=d)
+            w = w - d32 * (plr / count)
+            if master is not None:
+                paddle.assign(w, output=master)
+            paddle.assign(w.astype(p.dtype), output=p)
+        state["m"] = m + 1
+
+    # ------------------------------------------------------------------ state dict
+
+    def _groups_for_state(self) -> list[dict[str, Any]]:
+        lr = float(self.get_lr())
+        if isinstance(self._param_groups[0], dict):
+            groups = self._param_groups
+        else:
+            groups = [{"params": self._flat}]
+        out = []
+        for g in groups:
+            mult = float(g.get("learning_rate", 1.0))
+            out.append(
+                {
+                    "lr": lr * mult,
+                    "batch_num": int(g.get("batch_num", self._batch_num)),
+                    "weight_decay": regularizer_to_spec(g.get("weight_decay", self.regularization)),
+                    "grad_clip": clip_to_spec(g.get("grad_clip", self._grad_clip)),
+                    "maximize": self._maximize,
+                    "multi_precision": self._multi_precision,
+                    "params": [self._position[id(p)] for p in g["params"]],
+                }
+            )
+        return out
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """``{"state": {i: {"d", "y", "m"[, "master"]}}, "param_groups": [...]}`` keyed by position.
+
+        ``param_groups`` entries: ``lr`` (effective: global lr times the group's multiplier),
+        ``batch_num``, ``weight_decay`` (float for L2, ``("l1", c)``), ``grad_clip`` (spec or
+        ``None``), ``maximize``, ``multi_precision``, ``params`` (positions). ``"LR_Scheduler"`` is
+        added when the learning rate is a scheduler. Tensors are the live ones, as Paddle's.
+        """
+        out: dict[str, Any] = {
+            "state": {i: dict(s) for i, s in sorted(self._sag_state.items())},
+            "param_groups": self._groups_for_state(),
+        }
+        if isinstance(self._learning_rate, LRScheduler):
+            out["LR_Scheduler"] = self._learning_rate.state_dict()
+        return out
+
+    def set_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """Load :meth:`state_dict` output (of this class, or converted from torch's SAG).
+
+        State is matched by position; a float learning rate is restored from the first group's
+        ``lr`` (as ``torch.optim.Optimizer.load_state_dict`` restores it), a scheduler from
+        ``"LR_Scheduler"``.
+        """
+        groups = state_dict.get("param_groups", [])
+        n_saved = sum(len(g["params"]) for g in groups) if groups else len(state_dict.get("state", {}))
+        if groups and n_saved != len(self._flat):
+            raise ValueError(
+                f"loaded state dict has {n_saved} parameters but this optimizer has {len(self._flat)}"
+            )
+        new_state: dict[int, dict[str, Any]] = {}
+        for key, saved in state_dict.get("state", {}).items():
+            i = int(key)
+            if not 0 <= i < len(self._flat):
+                raise ValueError(
+                    f"loaded state refers to parameter {i}, this optimizer has {len(self._flat)}"
+                )
+            p = self._flat[i]
+            n = self._n_of(p)
+            y = _copy_tensor(saved["y"], p.dtype)
+            if list(y.shape) != [n, *p.shape]:
+                raise ValueError(
+                    f"parameter {i} ({p.name}): stored gradients y have shape {list(y.shape)}, expected "
+                    f"{[n, *p.shape]} (batch_num={n}, parameter shape {list(p.shape)})"
+                )
+            master = self._multi_precision and p.dtype in _HALF
+            acc = paddle.float32 if master else p.dtype
+            state = {"d": _copy_tensor(saved["d"], acc), "y": y, "m": int(saved["m"])}
+            if master:
+                src = saved.get("master", p)
+                state["master"] = _copy_tensor(src, paddle.float32)
+            new_state[i] = state
+        self._sag_state = new_state
+        if isinstance(self._learning_rate, LRScheduler):
+            if state_dict.get("LR_Scheduler"):
+                self._learning_rate.set_state_dict(state_dict["LR_Scheduler"])
+        elif groups:
+            first = self._param_groups[0]
+            mult = float(first.get("learning_rate", 1.0)) if isinstance(first, dict) else 1.0
+            if mult != 0:
+                self.set_lr(float(groups[0]["lr"]) / mult)
+
+    load_state_dict = set_state_dict

@@ -1,0 +1,268 @@
+"""SAG for PyTorch: the algorithm of ``paddle.optimizer.ASGD``, as a ``torch.optim.Optimizer``.
+
+The math is :func:`asgd_bridge.reference.sag_step`; clipping and regularisers follow Paddle's order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from asgd_bridge.hyperparams import SAG_DEFAULTS, check_sag, parse_grad_clip, parse_weight_decay
+from asgd_bridge.memory import StateTensor, check_sag_memory
+
+__all__ = ["SAG"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _canonical_weight_decay(spec: Any) -> float | tuple[str, float]:
+    kind, coeff = parse_weight_decay(spec)
+    return coeff if kind == "l2" else (kind, coeff)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return device.type
+
+
+class SAG(Optimizer):
+    r"""Stochastic average gradient (SAG), the algorithm of ``paddle.optimizer.ASGD``, for PyTorch.
+
+    Per parameter, with ``m`` finished steps and ``n = batch_num`` stored gradients::
+
+        g     = grad  (negated if maximize), clipped (grad_clip), + regulariser (weight_decay)
+        i     = m % n
+        d     = d - y[i] + g
+        y[i]  = g
+        p     = p - lr * d / min(m + 1, n)
+
+    exactly as :func:`asgd_bridge.reference.sag_step` and Paddle (clipping first, then the
+    regulariser's term, as ``paddle.optimizer.Optimizer`` does). With ``batch_num=1`` it is SGD.
+
+    Memory: ``batch_num`` gradients are stored per parameter. Before the state exists the
+    optimizer estimates it (:func:`asgd_bridge.memory.check_sag_memory`) and raises
+    :class:`asgd_bridge.memory.SAGMemoryError` if it does not fit in the memory available now.
+
+    Args:
+        params: parameters or parameter groups (groups may set every hyperparameter below but
+            ``check_memory``).
+        lr: learning rate (Paddle's ``learning_rate``, default 0.001 as Paddle).
+        batch_num: number of stored gradients per parameter, an int >= 1 (Paddle's ``batch_num``).
+        weight_decay: Paddle's regulariser, added to the clipped gradient: a float ``c`` (or
+            ``("l2", c)``) adds ``c * p`` (``L2Decay``); ``("l1", c)`` adds ``c * sign(p)``
+            (``L1Decay``).
+        grad_clip: ``None``; ``("global_norm", c)`` (Paddle's ``ClipGradByGlobalNorm(c)``, over the
+            parameters of a group), ``("norm", c)`` (``ClipGradByNorm(c)``, per parameter),
+            ``("value", hi)`` or ``("value", lo, hi)`` (``ClipGradByValue(max=hi, min=lo)``,
+            ``lo = -hi`` by default). The gradient in ``.grad`` is left untouched.
+        multi_precision: for float16/bfloat16 parameters, keep an fp32 master copy (state
+            ``"master"``) and an fp32 ``d``; the stored gradients ``y`` stay in the parameter's dtype.
+            The update is computed in fp32 and the parameter is the rounded master copy.
+        maximize: maximise the objective: the gradient is negated before clipping and the
+            regulariser (torch's convention, so weight decay still shrinks the weights).
+        check_memory: ``False`` skips the memory estimate (so does ``ASGD_BRIDGE_SKIP_MEMORY_CHECK=1``).
+
+    State per parameter: ``"d"`` (sum of stored gradients), ``"y"`` (``[batch_num, *p.shape]``),
+    ``"m"`` (int, finished steps) and with ``multi_precision`` ``"master"`` -- Paddle's accumulator
+    names. ``m`` is a Python int, so picking ``y[m % n]`` never synchronises with the device.
+
+    References:
+        M. Schmidt, N. Le Roux and F. Bach. Minimizing finite sums with the stochastic average
+        gradient. Math. Program., 162:83-112, 2017.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = SAG_DEFAULTS["lr"],
+        batch_num: int = SAG_DEFAULTS["batch_num"],
+        weight_decay: float | tuple[str, float] = 0.0,
+        *,
+        grad_clip: tuple | None = None,
+        multi_precision: bool = False,
+        maximize: bool = False,
+        check_memory: bool = True,
+    ) -> None:
+        self._check_memory = bool(check_memory)
+        defaults = {
+            "lr": lr,
+            "batch_num": batch_num,
+            "weight_decay": weight_decay,
+            "grad_clip": grad_clip,
+            "multi_precision": bool(multi_precision),
+            "maximize": bool(maximize),
+        }
+        self._validate_group(defaults)
+        super().__init__(params, defaults)
+
+    # ------------------------------------------------------------------ groups and memory
+
+    @staticmethod
+    def _validate_group(group: dict[str, Any]) -> None:
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor) or isinstance(lr, bool) or not isinstance(lr, (int, float)):
+            raise ValueError(f"Invalid learning rate: {lr!r} (expected a float >= 0)")
+        check_sag(lr, group["batch_num"])
+        group["lr"] = float(lr)
+        group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
+        group["grad_clip"] = parse_grad_clip(group["grad_clip"])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (torch's API); its hyperparameters are validated and its memory estimated."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._validate_group(group)
+        names = group.get("param_names")
+        index = len(self.param_groups) - 1
+        tensors = []
+        for j, p in enumerate(group["params"]):
+            name = names[j] if names else f"param_groups[{index}]['params'][{j}]"
+            master = group["multi_precision"] and p.dtype in _HALF
+            extra = p.numel() * (8 if master else p.element_size())
+            tensors.append(
+                StateTensor(name, tuple(p.shape), p.numel(), p.element_size(), extra, _device_name(p.device))
+            )
+            if p.dtype in _HALF and not group["multi_precision"]:
+                warnings.warn(
+                    "SAG accumulates float16/bfloat16 parameters in their own precision; consider "
+                    "multi_precision=True.",
+                    stacklevel=3,
+                )
+        check_sag_memory(tensors, group["batch_num"], check=self._check_memory)
+
+    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state = self.state[p]
+        if len(state) == 0:
+            n = group["batch_num"]
+            master = group["multi_precision"] and p.dtype in _HALF
+            acc = torch.float32 if master else p.dtype
+            state["d"] = torch.zeros(p.shape, dtype=acc, device=p.device)
+            state["y"] = torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device)
+            state["m"] = 0
+            if master:
+                state["master"] = p.detach().to(torch.float32, copy=True)
+        elif state["y"].shape[0] != group["batch_num"]:
+            raise ValueError(
+                f"SAG state holds {state['y'].shape[0]} stored gradients but the group's batch_num is "
+                f"{group['batch_num']}; batch_num cannot change once training has started"
+            )
+        return state
+
+    # ------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One SAG step for every parameter with a gradient (see the class docstring)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _clip_scales(self, grads: list[torch.Tensor], clip: tuple | None) -> list | None:
+        """Per-gradient scale factors of the norm clips (tensors, no host sync), else ``None``."""
+        if clip is None or clip[0] == "value":
+            return None
+        c = clip[1]
+        norms = [
+            torch.linalg.vector_norm(g, dtype=torch.float32 if g.dtype in _HALF else None) for g in grads
+        ]
+        if clip[0] == "norm":
+            return [c / torch.clamp(nrm, min=c) for nrm in norms]
+        acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        device = grads[0].device
+        total = torch.linalg.vector_norm(torch.stack([nrm.to(device=device, dtype=acc) for nrm in norms]))
+        scale = c / torch.clamp(total, min=c)
+        cache: dict[tuple, torch.Tensor] = {}
+        out = []
+        for g in grads:
+            key = (g.device, g.dtype if g.dtype not in _HALF else torch.float32)
+            if key not in cache:
+                cache[key] = scale.to(device=key[0], dtype=key[1])
+            out.append(cache[key])
+        return out
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("SAG does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+        if not params:
+            return
+        n, lr, clip = group["batch_num"], group["lr"], group["grad_clip"]
+        wd = group["weight_decay"]
+        l1, coeff = (True, wd[1]) if isinstance(wd, tuple) else (False, wd)
+        scales = self._clip_scales(grads, clip)
+        states = [self._init_state(p, group) for p in params]
+
+        fast, mixed = [], []
+        for j, st in enumerate(states):
+            (mixed if "master" in st else fast).append(j)
+        for idx, use_master in ((fast, False), (mixed, True)):
+            if not idx:
+                continue
+            ps = [params[j] for j in idx]
+            sts = [states[j] for j in idx]
+            ds = [st["d"] for st in sts]
+            yis = [st["y"][st["m"] % n] for st in sts]
+            weights = [st["master"] for st in sts] if use_master else ps
+            # g is built in place of the new stored gradient: y[i] (fp32 temporaries with a master copy).
+            gs = [grads[j].to(torch.float32) for j in idx] if use_master else yis
+            torch._foreach_sub_(ds, yis)  # d - y[i], before y[i] is overwritten
+            if not use_master:
+                torch._foreach_copy_(gs, [grads[j] for j in idx])
+            if group["maximize"]:
+                torch._foreach_neg_(gs)
+            if clip is not None and clip[0] == "value":
+                torch._foreach_clamp_min_(gs, clip[1])
+                torch._foreach_clamp_max_(gs, clip[2])
+            elif scales is not None:
+                torch._foreach_mul_(gs, [scales[j] for j in idx])
+            if coeff != 0:
+                torch._foreach_add_(gs, torch._foreach_sign(weights) if l1 else weights, alpha=coeff)
+            if use_master:
+                torch._foreach_copy_(yis, gs)
+            torch._foreach_add_(ds, yis)  # d - y[i] + g
+            buckets: dict[int, list[int]] = defaultdict(list)
+            for k, st in enumerate(sts):
+                buckets[min(st["m"] + 1, n)].append(k)
+                st["m"] += 1
+            for count, ks in buckets.items():
+                torch._foreach_add_([weights[k] for k in ks], [ds[k] for k in ks], alpha=-lr / count)
+            if use_master:
+                torch._foreach_copy_(ps, weights)
+
+    # ------------------------------------------------------------------ state dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, keeping the fp32 ``master`` and ``d`` of multi-precision
+        parameters in fp32 (torch would cast every floating state tensor to the parameter's dtype)."""
+        groups = state_dict["param_groups"]
+        keep: dict[Any, dict[str, torch.Tensor]] = {}
+        state = {}
+        for key, value in state_dict["state"].items():
+            value = dict(value)
+            if "master" in value:
+                keep[key] = {k: value.pop(k) for k in ("master", "d") if k in value}
+            state[key] = value
+        super().load_state_dict({**state_dict, "state": state})
+        ids = [i for g in groups for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        by_id = dict(zip(ids, params, strict=True))
+        for key, tensors in keep.items():
+            p = by_id[key]
+            for k, v in tensors.items():
+                self.state[p][k] = v.to(device=p.device, dtype=torch.float32)
