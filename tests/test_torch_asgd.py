@@ -1,0 +1,511 @@
+"""asgd_bridge.torch.ASGD against the real torch.optim.ASGD (differential) and the NumPy reference.
+
+Bit-identity (``torch.equal``) is required wherever both run the same path; the foreach path against
+the for-loop agrees within ``FOREACH_TOL`` (relative to the largest magnitude).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from matrix import ASGD_CASES, FIXES, SHAPES, case_id
+from torch.optim import lr_scheduler
+
+from asgd_bridge import reference as ref
+from asgd_bridge.torch import ASGD
+
+TorchASGD = torch.optim.ASGD
+
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]
+
+#: foreach (p - eta * (g + lambd p), eta in float32 arithmetic) against the for-loop, relative to the
+#: largest magnitude, after 8 steps. Measured worst cases: f32/c64 2e-7, f64 4e-8 (eta is a float32
+#: scalar unless the default dtype is float64), f16 2e-3, bf16 1.3e-2.
+FOREACH_TOL = {
+    torch.float32: 1e-6,
+    torch.complex64: 1e-6,
+    torch.float64: 1e-6,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+
+STEPS = 8
+
+# --------------------------------------------------------------------------- helpers
+
+
+def initial_params(dtype: torch.dtype, shapes=SHAPES, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.complex64 if dtype.is_complex else torch.float32
+    return [torch.randn(s, generator=gen, dtype=base).to(dtype) for s in shapes]
+
+
+def gradients(p0s: list[torch.Tensor], steps: int, seed: int = 1) -> list[list[torch.Tensor | None]]:
+    """Per step, one gradient per parameter; None where the parameter gets none that step.
+
+    Parameter 1 gets no gradient every third step (its own step count); the last parameter never
+    gets one (it must be skipped: unchanged, no state).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in range(steps):
+        row: list[torch.Tensor | None] = []
+        for i, p in enumerate(p0s):
+            base = torch.complex64 if p.dtype.is_complex else torch.float32
+            g = torch.randn(p.shape, generator=gen, dtype=base).to(p.dtype)
+            skip = (i == len(p0s) - 1 and len(p0s) > 1) or (i == 1 and t % 3 == 1)
+            row.append(None if skip else g)
+        out.append(row)
+    return out
+
+
+def groups_of(params: list[torch.nn.Parameter], hp: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two param groups; the second overrides lr (and weight_decay) to exercise per-group values."""
+    second = {"params": params[2:], "lr": 0.5 * float(hp.get("lr", 1e-2))}
+    if "weight_decay" not in hp:
+        second["weight_decay"] = 0.01
+    return [{"params": params[:2]}, second]
+
+
+Snapshot = tuple[list[torch.Tensor], list[torch.Tensor | None]]
+
+
+def snapshot(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> Snapshot:
+    axs = [opt.state[p]["ax"].clone() if p in opt.state else None for p in params]
+    return [p.detach().clone() for p in params], axs
+
+
+def run(
+    cls: type,
+    p0s: list[torch.Tensor],
+    grads: list[list[torch.Tensor | None]],
+    hp: dict[str, Any],
+    *,
+    schedule: Callable[[torch.optim.Optimizer], Any] | None = None,
+    lr_at: dict[int, float] | None = None,
+    opt_and_params: tuple[torch.optim.Optimizer, list[torch.nn.Parameter]] | None = None,
+) -> tuple[list[Snapshot], torch.optim.Optimizer, list[torch.nn.Parameter]]:
+    """Step ``cls`` through ``grads``; a snapshot of params and ax after every step."""
+    if opt_and_params is None:
+        params = [torch.nn.Parameter(p.clone()) for p in p0s]
+        opt = cls(groups_of(params, hp) if len(params) > 2 else params, **hp)
+    else:
+        opt, params = opt_and_params
+    sched = schedule(opt) if schedule else None
+    out = []
+    for t, row in enumerate(grads):
+        for p, g in zip(params, row, strict=True):
+            p.grad = None if g is None else g.clone()
+        if lr_at and t in lr_at:
+            for group in opt.param_groups:
+                group["lr"] = lr_at[t]
+        opt.step()
+        if sched is not None:
+            sched.step()
+        out.append(snapshot(opt, params))
+    return out, opt, params
+
+
+def assert_identical(a: list[Snapshot], b: list[Snapshot]) -> None:
+    assert len(a) == len(b)
+    for t, ((pa, xa), (pb, xb)) in enumerate(zip(a, b, strict=True)):
+        for i, (u, v) in enumerate(zip(pa, pb, strict=True)):
+            assert u.dtype == v.dtype and torch.equal(u, v), f"param {i} differs after step {t + 1}"
+        for i, (u, v) in enumerate(zip(xa, xb, strict=True)):
+            assert (u is None) == (v is None), f"ax {i} exists in one only after step {t + 1}"
+            assert u is None or torch.equal(u, v), f"ax {i} differs after step {t + 1}"
+
+
+def assert_close_rel(a: list[Snapshot], b: list[Snapshot], tol: float) -> None:
+    for (pa, xa), (pb, xb) in zip(a, b, strict=True):
+        for u, v in [*zip(pa, pb, strict=True), *zip(xa, xb, strict=True)]:
+            assert (u is None) == (v is None)
+            if u is None:
+                continue
+            wide = torch.complex128 if u.is_complex() else torch.float64
+            u64, v64 = u.to(wide), v.to(wide)
+            scale = max(1.0, float(u64.abs().max()))
+            assert float((u64 - v64).abs().max()) <= tol * scale
+
+
+def assert_same_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for k in sa["state"]:
+        assert sa["state"][k].keys() == sb["state"][k].keys() == {"step", "eta", "mu", "ax"}
+        for key in ("step", "eta", "mu", "ax"):
+            u, v = sa["state"][k][key], sb["state"][k][key]
+            assert u.dtype == v.dtype and torch.equal(u, v), (k, key)
+
+
+# --------------------------------------------------------------------------- the differential matrix
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
+def test_matches_torch_bit_for_bit(case, foreach, dtype):
+    # Several shapes in two param groups, a parameter with its own step count, one never stepped.
+    p0s = initial_params(dtype)
+    grads = gradients(p0s, STEPS)
+    hp = {**case, "foreach": foreach}
+    ours, opt, params = run(ASGD, p0s, grads, hp)
+    theirs, topt, _ = run(TorchASGD, p0s, grads, hp)
+    assert_identical(ours, theirs)
+    assert_same_state(opt, topt)
+    assert opt.state[params[1]]["step"].item() == STEPS - len(range(1, STEPS, 3))
+    assert params[-1] not in opt.state and torch.equal(params[-1].detach(), p0s[-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ASGD_CASES[::2], ids=case_id)
+def test_foreach_agrees_with_loop(case, dtype):
+    p0s = initial_params(dtype)
+    grads = gradients(p0s, STEPS)
+    loop, _, _ = run(ASGD, p0s, grads, {**case, "foreach": False})
+    multi, _, _ = run(ASGD, p0s, grads, {**case, "foreach": True})
+    assert_close_rel(loop, multi, FOREACH_TOL[dtype])
+
+
+@pytest.mark.parametrize("fix", FIXES, ids=case_id)
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_fixes_change_nothing_with_constant_lr_but_what_they_fix(fix, foreach):
+    # immediate_lr with a constant lr is bit-identical to torch; bottou_average leaves the params alone.
+    case = {"lr": 0.1, "lambd": 0.05, "t0": 2, "foreach": foreach}
+    p0s = initial_params(torch.float32)
+    grads = gradients(p0s, STEPS)
+    ours, _, _ = run(ASGD, p0s, grads, {**case, **fix})
+    theirs, _, _ = run(TorchASGD, p0s, grads, case)
+    if fix.get("bottou_average"):
+        ours = [(ps, [None] * len(xs)) for ps, xs in ours]
+        theirs = [(ps, [None] * len(xs)) for ps, xs in theirs]
+    assert_identical(ours, theirs)
+
+
+# --------------------------------------------------------------------------- lr changes, schedulers
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
+    "StepLR": lambda o: lr_scheduler.StepLR(o, step_size=2, gamma=0.5),
+    "ExponentialLR": lambda o: lr_scheduler.ExponentialLR(o, gamma=0.8),
+    "LambdaLR": lambda o: lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
+    "OneCycleLR": lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.2, total_steps=STEPS, cycle_momentum=False),
+    "CosineAnnealingLR": lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=4),
+    "ReduceLROnPlateau-like by hand": lambda o: None,
+}
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_schedulers_and_hand_set_lr_match_torch(name, foreach, tensor_lr):
+    p0s = initial_params(torch.float32)
+    grads = gradients(p0s, STEPS)
+    lr_at = {3: 0.2, 5: 0.02} if name.endswith("by hand") else None
+    results = []
+    for cls in (ASGD, TorchASGD):
+        params = [torch.nn.Parameter(p.clone()) for p in p0s]
+        lr = torch.tensor(0.05) if tensor_lr else 0.05
+        opt = cls(params, lr=lr, lambd=0.01, t0=1, foreach=foreach)
+        results.append(run(cls, p0s, grads, {}, schedule=SCHEDULES[name], lr_at=lr_at,
+                           opt_and_params=(opt, params))[0])  # fmt: skip
+    assert_identical(*results)
+
+
+def test_one_cycle_with_momentum_cycling_fails_like_torch():
+    errors = []
+    for cls in (ASGD, TorchASGD):
+        with pytest.raises(ValueError) as info:
+            lr_scheduler.OneCycleLR(cls([torch.nn.Parameter(torch.zeros(2))]), max_lr=0.1, total_steps=5)
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+
+
+# --------------------------------------------------------------------------- state_dict round trips
+
+
+def _continue_after_reload(
+    first: type, second: type, hp: dict[str, Any], dtype: torch.dtype, via_bytes: bool
+) -> tuple[list[Snapshot], list[Snapshot]]:
+    p0s = initial_params(dtype)
+    grads = gradients(p0s, 2 * STEPS)
+    split = STEPS
+    before, opt, params = run(first, p0s, grads[:split], hp)
+    saved = opt.state_dict()
+    if via_bytes:
+        buf = io.BytesIO()
+        torch.save(saved, buf)
+        buf.seek(0)
+        saved = torch.load(buf)
+    fresh = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = second(groups_of(fresh, hp), **{**hp, "lr": 0.123})  # lr is restored from the state dict
+    opt2.load_state_dict(saved)
+    after, _, _ = run(second, p0s, grads[split:], hp, opt_and_params=(opt2, fresh))
+    reference, _, _ = run(TorchASGD, p0s, grads, {k: v for k, v in hp.items() if k in TORCH_KEYS})
+    return before + after, reference
+
+
+TORCH_KEYS = set(ASGD_CASES[-1]) | {"foreach", "maximize", "differentiable", "capturable"}
+
+
+@pytest.mark.parametrize("via_bytes", [False, True], ids=["in_memory", "torch.save"])
+@pytest.mark.parametrize("direction", ["ours->torch", "torch->ours", "ours->ours"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64], ids=str)
+@pytest.mark.parametrize("case", [ASGD_CASES[3], ASGD_CASES[7], ASGD_CASES[8]], ids=case_id)
+def test_state_dict_round_trip_continues_identically(case, dtype, direction, via_bytes):
+    first, second = {"ours->torch": (ASGD, TorchASGD), "torch->ours": (TorchASGD, ASGD),
+                     "ours->ours": (ASGD, ASGD)}[direction]  # fmt: skip
+    got, want = _continue_after_reload(first, second, {**case, "foreach": False}, dtype, via_bytes)
+    assert_identical(got, want)
+
+
+def test_state_dict_format_is_torchs_plus_the_flag_keys():
+    p = torch.nn.Parameter(torch.ones(3))
+    q = torch.nn.Parameter(torch.ones(3))
+    ours, theirs = ASGD([p], lr=0.1), TorchASGD([q], lr=0.1)
+    for opt, param in ((ours, p), (theirs, q)):
+        param.grad = torch.ones(3)
+        opt.step()
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a["state"][0].keys() == b["state"][0].keys() == {"step", "eta", "mu", "ax"}
+    extras = {"immediate_lr", "bottou_average", "fused"}
+    assert set(a["param_groups"][0]) == set(b["param_groups"][0]) | extras
+    assert {k: a["param_groups"][0][k] for k in b["param_groups"][0]} == b["param_groups"][0]
+
+
+def test_torch_state_dict_without_flag_keys_loads_with_constructor_flags():
+    q = torch.nn.Parameter(torch.ones(3))
+    theirs = TorchASGD([q], lr=0.1)
+    q.grad = torch.ones(3)
+    theirs.step()
+    p = torch.nn.Parameter(q.detach().clone())
+    ours = ASGD([p], immediate_lr=True)
+    ours.load_state_dict(theirs.state_dict())
+    group = ours.param_groups[0]
+    flags = (group["immediate_lr"], group["bottou_average"], group["fused"])
+    assert flags == (True, False, None) and group["lr"] == 0.1
+
+
+def test_old_checkpoint_with_python_numbers_is_converted_like_torch():
+    results = []
+    for cls in (ASGD, TorchASGD):
+        p = torch.nn.Parameter(torch.ones(2))
+        opt = cls([p], lr=0.1, t0=0)
+        p.grad = torch.ones(2)
+        opt.step()
+        sd = opt.state_dict()
+        for key in ("step", "eta", "mu"):
+            sd["state"][0][key] = sd["state"][0][key].item()
+        opt.load_state_dict(sd)
+        opt.step()
+        results.append(snapshot(opt, [p]))
+        assert all(torch.is_tensor(opt.state[p][k]) for k in ("step", "eta", "mu"))
+    assert_identical([results[0]], [results[1]])
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lr=st.floats(0.0, 1.0),
+    lambd=st.floats(0.0, 0.5),
+    alpha=st.floats(0.0, 1.5),
+    t0=st.one_of(st.integers(0, 6), st.just(1e6)),
+    weight_decay=st.floats(0.0, 0.2),
+    maximize=st.booleans(),
+    foreach=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.complex64]),
+    shape=st.lists(st.integers(1, 4), max_size=3).map(tuple),
+    steps=st.integers(1, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_hypothesis_hyperparameters_and_shapes_match_torch(
+    lr, lambd, alpha, t0, weight_decay, maximize, foreach, dtype, shape, steps, seed
+):
+    hp = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, maximize=maximize,
+              foreach=foreach)  # fmt: skip
+    p0s = initial_params(dtype, shapes=[shape, (2,)], seed=seed)
+    grads = gradients(p0s, steps, seed=seed + 1)
+    ours, _, _ = run(ASGD, p0s, grads, hp)
+    theirs, _, _ = run(TorchASGD, p0s, grads, hp)
+    assert_identical(ours, theirs)
+
+
+# --------------------------------------------------------------------------- against the NumPy reference
+
+
+def _reference_run(p0s, grads, hp, lrs):
+    out, ps, states = [], [p.numpy().copy() for p in p0s], [None] * len(p0s)
+    for t, row in enumerate(grads):
+        for i, g in enumerate(row):
+            if g is None:
+                continue
+            if states[i] is None:
+                states[i] = ref.asgd_init(ps[i], lrs[t])
+            ps[i], states[i] = ref.asgd_step(ps[i], g.numpy(), states[i], **{**hp, "lr": lrs[t]})
+        out.append(([p.copy() for p in ps], [None if s is None else s.ax.copy() for s in states]))
+    return out
+
+
+@pytest.mark.usefixtures("torch_float64_default")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)
+@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
+def test_matches_numpy_reference(case, fix, foreach, dtype):
+    p0s = initial_params(dtype)
+    grads = gradients(p0s, STEPS)
+    lrs = [float(case.get("lr", 1e-2)) * f for f in (1, 1, 1, 2, 2, 0.5, 0.5, 0.25)]
+    lr_at = dict(enumerate(lrs))
+    params = [torch.nn.Parameter(p.clone()) for p in p0s]
+    opt = ASGD(params, **case, **fix, foreach=foreach)
+    ours, _, _ = run(ASGD, p0s, grads, {}, lr_at=lr_at, opt_and_params=(opt, params))
+    want = _reference_run(p0s, grads, {k: v for k, v in {**case, **fix}.items() if k != "lr"}, lrs)
+    tol = 1e-12 if not foreach else 1e-10  # foreach: p - eta * (g + lambd p), a different rounding
+    for (ps, axs), (wps, waxs) in zip(ours, want, strict=True):
+        for u, w in [*zip(ps, wps, strict=True), *zip(axs, waxs, strict=True)]:
+            assert (u is None) == (w is None)
+            if u is not None:
+                np.testing.assert_allclose(u.numpy(), w, rtol=tol, atol=tol)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": -0.1}, {"lr": float("nan")}, {"weight_decay": -1e-3}, {"lr": torch.tensor([0.1, 0.2])},
+     {"lr": torch.tensor(-1.0)}],
+    ids=["lr<0", "lr=nan", "weight_decay<0", "tensor_lr_2_elements", "tensor_lr<0"],
+)  # fmt: skip
+def test_invalid_arguments_fail_like_torch(kwargs):
+    messages = []
+    for cls in (ASGD, TorchASGD):
+        with pytest.raises(ValueError) as info:
+            cls([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("name", ["lambd", "alpha", "t0"])
+@pytest.mark.parametrize("value", [-1e-3, float("nan")])
+def test_negative_or_nan_lambd_alpha_t0_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        ASGD([torch.nn.Parameter(torch.zeros(2))], **{name: value})
+
+
+@pytest.mark.parametrize("other", ["foreach", "differentiable"])
+def test_fused_with_foreach_or_differentiable_is_refused(other):
+    with pytest.raises(ValueError, match=f"`fused` and `{other}` cannot be `True` together"):
+        ASGD([torch.nn.Parameter(torch.zeros(2))], fused=True, **{other: True})
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_sparse_gradients_are_refused_like_torch(foreach):
+    for cls in (ASGD, TorchASGD):
+        p = torch.nn.Parameter(torch.zeros(3))
+        p.grad = torch.ones(3).to_sparse()
+        with pytest.raises(RuntimeError, match="^ASGD does not support sparse gradients$"):
+            cls([p], foreach=foreach).step()
+        assert torch.equal(p.detach(), torch.zeros(3))
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_capturable_on_cpu_fails_like_torch(foreach):
+    # torch 2.13 allows capturable only on cuda/xpu/hpu/privateuse1(/xla); CPU raises AssertionError
+    # before touching the parameter.
+    outcomes = []
+    for cls in (ASGD, TorchASGD):
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3)
+        opt = cls([p], capturable=True, foreach=foreach)
+        with pytest.raises(AssertionError) as info:
+            opt.step()
+        outcomes.append((str(info.value), p.detach().clone(), opt.state[p]["step"].item()))
+    assert outcomes[0][0] == outcomes[1][0] and "supported devices" in outcomes[0][0]
+    assert torch.equal(outcomes[0][1], outcomes[1][1]) and outcomes[0][2] == outcomes[1][2] == 0
+
+
+# --------------------------------------------------------------------------- other flags and paths
+
+
+def test_differentiable_matches_torch_including_gradients():
+    results = []
+    for cls in (ASGD, TorchASGD):
+        leaf = torch.linspace(-1, 1, 4, dtype=torch.float64, requires_grad=True)
+        g = torch.linspace(0.5, 2, 4, dtype=torch.float64, requires_grad=True)
+        p = leaf.clone()  # non-leaf: the step is recorded by autograd
+        # t0 stays ahead: with mu != 1, torch's in-place mu update breaks backward (in both classes).
+        opt = cls([p], lr=0.1, lambd=0.1, weight_decay=0.05, maximize=True, differentiable=True)
+        for _ in range(3):
+            p.grad = g * 1.5
+            opt.step()
+        (p.pow(2).sum() + opt.state[p]["ax"].pow(3).sum()).backward()
+        results.append((p.detach(), leaf.grad, g.grad))
+    for u, v in zip(*results, strict=True):
+        assert torch.equal(u, v)
+
+
+def test_fused_dispatches_lazily_to_fused_asgd(monkeypatch):
+    calls = []
+    fake = types.ModuleType("asgd_bridge.torch._fused")
+
+    def fused_asgd_(params, grads, axs, mus, etas, state_steps, **kwargs):
+        calls.append((len(params), kwargs))
+
+    fake.fused_asgd_ = fused_asgd_  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "asgd_bridge.torch._fused", fake)
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    ASGD([p], lr=0.5, t0=3, fused=True, bottou_average=True).step()
+    assert calls == [(1, dict(lr=0.5, lambd=1e-4, alpha=0.75, t0=3, weight_decay=0.0, maximize=False,
+                              immediate_lr=False, bottou_average=True, capturable=False))]  # fmt: skip
+
+
+def test_closure_loss_is_returned_and_grads_enabled_inside():
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = ASGD([p])
+
+    def closure():
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        loss = opt.step(closure)
+    assert float(loss) == 2.0 and opt.state[p]["step"].item() == 1
+
+
+def test_is_an_optimizer_with_torchs_defaults():
+    import inspect
+
+    ours = inspect.signature(ASGD.__init__).parameters
+    theirs = inspect.signature(TorchASGD.__init__).parameters
+    assert issubclass(ASGD, torch.optim.Optimizer)
+    assert list(theirs) == list(ours)[: len(theirs)]
+    assert all(ours[k].default == theirs[k].default for k in theirs if k not in ("self", "params"))
+    assert all(ours[k].kind is inspect.Parameter.KEYWORD_ONLY for k in list(ours)[len(theirs):])
+
+
+def test_class_docstring_examples_run():
+    import doctest
+
+    import asgd_bridge.torch.asgd as module
+
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner()
+    tests = [t for t in finder.find(module.ASGD, "ASGD", globs={}) if t.examples]
+    assert tests
+    for t in tests:
+        runner.run(t)
+    assert runner.summarize(verbose=False).failed == 0
