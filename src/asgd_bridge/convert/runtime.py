@@ -1,0 +1,147 @@
+"""Run-time helpers that converted programs call where a value is only known when the program runs.
+
+The converter emits these instead of guessing: torch-style param groups and ``**kwargs`` translated with the
+same rules (:mod:`.rules`) the static rewrite uses, and torch's ``optimizer.param_groups`` for any Paddle
+optimizer (an AWD-LSTM program asks it of a ``paddle.optimizer.SGD`` before switching to ASGD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any
+
+from .rules import ASGD_RULES, GROUP_KEY_RULES, REQUIRED, Action, positional_names, rule_for
+
+__all__ = ["param_groups", "torch_asgd_kwargs", "torch_param_groups"]  # and TorchASGD, built on first use
+
+_TORCH_POSITIONAL = positional_names(ASGD_RULES)
+
+
+def torch_param_groups(params: Any) -> Any:
+    """Translate torch's ``params`` argument into ``asgd_bridge.paddle.ASGD``'s ``parameters``.
+
+    Tensors and param-group dicts pass through (the target takes torch's group keys, ``lr`` included);
+    ``(name, tensor)`` pairs (torch 2.x named parameters) lose their names; group keys the rules drop
+    (:data:`.rules.GROUP_KEY_RULES`: ``foreach`` & co.) are removed.
+    """
+    items = list(params)
+    if items and all(
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in items
+    ):
+        return [tensor for _, tensor in items]
+    groups: list[Any] = []
+    for item in items:
+        if isinstance(item, dict):
+            dropped = {
+                key
+                for key in item
+                if (rule := rule_for(GROUP_KEY_RULES, key)) is not None and rule.action is Action.DROP
+            }
+            item = {key: value for key, value in item.items() if key not in dropped}
+        groups.append(item)
+    return groups
+
+
+def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Keyword arguments of ``asgd_bridge.paddle.ASGD`` for a ``torch.optim.ASGD(*args, **kwargs)`` call.
+
+    Follows :data:`.rules.ASGD_RULES` row by row: torch's defaults written out where the target's differ,
+    dropped arguments removed, param groups translated by :func:`torch_param_groups`.
+
+    Raises:
+        TypeError: for arguments torch.optim.ASGD does not take, as torch would.
+    """
+    if len(args) > len(_TORCH_POSITIONAL):
+        raise TypeError(
+            f"torch.optim.ASGD takes at most {len(_TORCH_POSITIONAL)} arguments ({len(args)} given)"
+        )
+    values: dict[str, Any] = dict(zip(_TORCH_POSITIONAL, args, strict=False))
+    for key, value in kwargs.items():
+        if key not in _TORCH_POSITIONAL:
+            raise TypeError(f"torch.optim.ASGD got an unexpected keyword argument {key!r}")
+        if key in values:
+            raise TypeError(f"torch.optim.ASGD got multiple values for argument {key!r}")
+        values[key] = value
+    if "params" not in values:
+        raise TypeError("torch.optim.ASGD missing required argument 'params'")
+    out: dict[str, Any] = {}
+    for rule in ASGD_RULES:
+        if rule.action is Action.DROP or rule.target is None:
+            continue
+        if rule.source in values:
+            out[rule.target] = values[rule.source]
+        elif rule.write_default and rule.default is not REQUIRED:
+            out[rule.target] = rule.default
+    out["parameters"] = torch_param_groups(out["parameters"])
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    # TorchASGD subclasses the Paddle backend, so it is built on first use: the pure helpers above stay
+    # importable without Paddle.
+    if name == "TorchASGD":
+        from asgd_bridge.paddle import ASGD
+
+        class TorchASGD(ASGD):  # type: ignore[misc, valid-type]
+            """``asgd_bridge.paddle.ASGD`` with torch.optim.ASGD's signature, for references to the class
+            the converter cannot see the arguments of (``cls = torch.optim.ASGD``, ``**config``)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(**torch_asgd_kwargs(*args, **kwargs))
+
+        TorchASGD.__qualname__ = TorchASGD.__name__ = "TorchASGD"
+        globals()["TorchASGD"] = TorchASGD
+        return TorchASGD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _PaddleGroupView(MutableMapping):
+    """A torch-style param group over a Paddle optimizer's global learning rate.
+
+    ``view['lr']`` reads ``get_lr()`` (times the group's multiplier) and assigning it calls ``set_lr``;
+    keys torch's plain SGD would not have (``'t0'``) are absent, so ``'t0' in view`` is False.
+    """
+
+    def __init__(self, optimizer: Any, group: dict[str, Any] | None) -> None:
+        self._opt = optimizer
+        self._group = group if group is not None else {"params": list(optimizer._parameter_list or [])}
+        self._single = group is None or len(getattr(optimizer, "_param_groups", None) or [None]) == 1
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "lr":
+            return self._opt.get_lr() * self._group.get("learning_rate", 1.0)
+        return self._group[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "lr":
+            if self._single and self._group.get("learning_rate", 1.0) == 1.0:
+                self._opt.set_lr(value)
+            else:
+                self._group["learning_rate"] = value / self._opt.get_lr()
+            return
+        self._group[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._group[key]
+
+    def __iter__(self) -> Iterator[str]:
+        keys = [k for k in self._group if k != "learning_rate"]
+        return iter([*keys, "lr"])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+def param_groups(optimizer: Any) -> list[Any]:
+    """``optimizer.param_groups`` for a torch-like optimizer, or torch-style views of a Paddle one's groups.
+
+    Lets ``'t0' in param_groups(opt)[0]`` and ``param_groups(opt)[0]['lr'] = x`` run whether ``opt`` is an
+    ``asgd_bridge.paddle.ASGD`` or a plain Paddle optimizer (what PaConvert makes of ``torch.optim.SGD``).
+    """
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is not None:
+        return groups
+    paddle_groups: Iterable[Any] | None = getattr(optimizer, "_param_groups", None)
+    if paddle_groups and all(isinstance(g, dict) for g in paddle_groups):
+        return [_PaddleGroupView(optimizer, g) for g in paddle_groups]
+    return [_PaddleGroupView(optimizer, None)]
