@@ -34,6 +34,12 @@ SAG_CASES: list[dict[str, Any]] = [
     {"lr": 0.05, "batch_num": 3},
     {"lr": 0.02, "batch_num": 8, "weight_decay": 0.1},
     {"lr": 0.05, "batch_num": 2, "maximize": True},
+    {"lr": 0.05, "batch_num": 3, "weight_decay": ("l1", 0.05)},
+    {"lr": 0.05, "batch_num": 3, "grad_clip": ("global_norm", 0.5)},
+    {"lr": 0.05, "batch_num": 2, "grad_clip": ("norm", 0.5), "weight_decay": 0.1},
+    {"lr": 0.05, "batch_num": 4, "grad_clip": ("value", 0.3)},
+    {"lr": 0.05, "batch_num": 3, "grad_clip": ("value", -0.2, 0.4), "maximize": True},
+    {"lr": 0.05, "batch_num": 2, "maximize": True, "weight_decay": 0.1},
 ]
 
 #: Parameter shapes every case runs on.

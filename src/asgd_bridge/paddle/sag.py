@@ -84,6 +84,21 @@ def _copy_tensor(value: Any, dtype: Any) -> paddle.Tensor:
     return paddle.to_tensor(value, dtype=dtype)
 
 
+def _clip(clip: ClipGradBase, pairs: list) -> list:
+    """Apply Paddle's ``clip`` to ``(param, grad)`` pairs; ``ClipGradByNorm`` on float64 gradients is
+    computed here (Paddle has no float64 ``clip_by_norm`` kernel on CPU), the same formula."""
+    if type(clip) is not paddle.nn.ClipGradByNorm or all(g.dtype != paddle.float64 for _, g in pairs):
+        return clip(pairs)
+    out = []
+    for p, g in pairs:
+        if g.dtype != paddle.float64 or getattr(p, "need_clip", True) is False:
+            out.append(clip([(p, g)])[0] if g.dtype != paddle.float64 else (p, g))
+            continue
+        norm = paddle.linalg.vector_norm(g)
+        out.append((p, g * (clip.clip_norm / paddle.clip(norm, min=clip.clip_norm))))
+    return out
+
+
 def _device_name(p: paddle.Tensor) -> str:
     place = p.place
     if place.is_gpu_place():
@@ -276,10 +291,13 @@ class SAG(Optimizer):
         pairs = [(p, g) for p, g in pairs if g is not None]
         if not pairs:
             return None
+        # float16/bfloat16 gradients are clipped and regularised in fp32, where the update is computed
+        # (and where Paddle's CPU kernels exist).
+        pairs = [(p, g.astype(paddle.float32) if g.dtype in _HALF else g) for p, g in pairs]
         if self._maximize:
             pairs = [(p, -g) for p, g in pairs]
         if clip is not None:
-            pairs = clip(pairs)
+            pairs = _clip(clip, pairs)
         lr = float(self.get_lr())
         cache: dict = {}
         for p, g in pairs:
@@ -308,7 +326,7 @@ class SAG(Optimizer):
         else:
             # float16/bfloat16 (or no fused kernel): computed in fp32, stored in each tensor's dtype.
             w = master if master is not None else p.astype(paddle.float32)
-            g32 = self._regularize(p, g.astype(paddle.float32), w)
+            g32 = self._regularize(p, g if g.dtype == paddle.float32 else g.astype(paddle.float32), w)
             d32 = d if d.dtype == paddle.float32 else d.astype(paddle.float32)
             d32 = d32 - y[i].astype(paddle.float32)
             y[i] = g32.astype(y.dtype)

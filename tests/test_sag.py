@@ -1,0 +1,463 @@
+"""SAG in torch and Paddle, against the float64 reference and against paddle.optimizer.ASGD itself.
+
+Every case of ``SAG_CASES`` runs on every shape of ``SHAPES`` for both backends.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import paddle
+import pytest
+import torch
+from matrix import SAG_CASES, SHAPES, case_id
+
+from asgd_bridge import reference as ref
+from asgd_bridge.hyperparams import SAG_DEFAULTS
+from asgd_bridge.paddle import SAG as PaddleSAG
+from asgd_bridge.paddle.sag import clip_from_spec, regularizer_from_spec
+from asgd_bridge.torch import SAG as TorchSAG
+
+paddle.set_device("cpu")
+warnings.filterwarnings("ignore", message="Accumulating with FP16/BF16")
+
+BACKENDS = ["torch", "paddle"]
+STEPS = 7
+#: a second parameter in every run, so the global-norm clip really is over several tensors
+EXTRA_SHAPE = (5,)
+
+
+def _gradients(rng: np.random.Generator, shapes: list[tuple[int, ...]], steps: int) -> list[list[np.ndarray]]:
+    return [[rng.standard_normal(s) for s in shapes] for _ in range(steps)]
+
+
+# --------------------------------------------------------------------------- backend drivers
+
+
+class Run:
+    """One optimizer on some parameters; ``step(grads)`` sets the gradients and steps."""
+
+    def __init__(self, backend: str, params0: list[np.ndarray], case: dict[str, Any], dtype: str) -> None:
+        self.backend = backend
+        kw = dict(case)
+        lr = kw.pop("lr", SAG_DEFAULTS["lr"])
+        if backend == "torch":
+            self.params = [torch.nn.Parameter(torch.tensor(p, dtype=getattr(torch, dtype))) for p in params0]
+            self.opt = TorchSAG(self.params, lr=lr, **kw)
+        elif backend == "paddle":
+            self.params = [_paddle_param(p, dtype) for p in params0]
+            self.opt = PaddleSAG(learning_rate=lr, parameters=self.params, **kw)
+        else:  # the real paddle.optimizer.ASGD, fed -grad for maximize (it has no such option)
+            self.negate = bool(kw.pop("maximize", False))
+            self.params = [_paddle_param(p, dtype) for p in params0]
+            wd = kw.pop("weight_decay", None)
+            self.opt = paddle.optimizer.ASGD(
+                learning_rate=lr,
+                parameters=self.params,
+                weight_decay=regularizer_from_spec(wd) if isinstance(wd, tuple) else wd,
+                grad_clip=clip_from_spec(kw.pop("grad_clip", None)),
+                **kw,
+            )
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        if self.backend == "torch":
+            for p, g in zip(self.params, grads, strict=True):
+                p.grad = torch.tensor(g, dtype=p.dtype)
+            self.opt.step()
+        else:
+            sign = -1.0 if getattr(self, "negate", False) else 1.0
+            loss = sum(
+                (p.astype("float32") * paddle.to_tensor(sign * g, dtype="float32")).sum()
+                if p.dtype in (paddle.float16, paddle.bfloat16)
+                else (p * paddle.to_tensor(sign * g, dtype=p.dtype)).sum()
+                for p, g in zip(self.params, grads, strict=True)
+            )
+            loss.backward()
+            self.opt.step()
+            self.opt.clear_grad()
+
+    def values(self) -> list[np.ndarray]:
+        if self.backend == "torch":
+            return [
+                p.detach().float().numpy() if p.dtype in (torch.bfloat16,) else p.detach().numpy()
+                for p in self.params
+            ]
+        return [p.astype("float32").numpy() if p.dtype == paddle.bfloat16 else p.numpy() for p in self.params]
+
+
+def _paddle_param(value: np.ndarray, dtype: str) -> paddle.Tensor:
+    init = value.astype(np.float32 if dtype in ("float16", "bfloat16") else dtype)
+    return paddle.create_parameter(
+        list(value.shape), dtype, default_initializer=paddle.nn.initializer.Assign(init)
+    )
+
+
+def reference_run(
+    params0: list[np.ndarray], grads_seq: list[list[np.ndarray]], case: dict[str, Any]
+) -> list[np.ndarray]:
+    """The specification, composed as documented: negate (maximize), clip, regularise, sag_step."""
+    lr = case.get("lr", 1e-3)
+    n = case.get("batch_num", 1)
+    kind, coeff = ("l2", 0.0)
+    wd = case.get("weight_decay")
+    if isinstance(wd, tuple):
+        kind, coeff = wd
+    elif wd:
+        coeff = wd
+    params = [p.astype(np.float64) for p in params0]
+    states = [ref.sag_init(p, n) for p in params]
+    for grads in grads_seq:
+        gs = [-g if case.get("maximize") else g for g in grads]
+        clip = case.get("grad_clip")
+        if clip is not None:
+            if clip[0] == "global_norm":
+                gs = ref.clip_by_global_norm(gs, clip[1])
+            elif clip[0] == "norm":
+                gs = ref.clip_by_norm(gs, clip[1])
+            elif len(clip) == 2:
+                gs = ref.clip_by_value(gs, clip[1])
+            else:
+                gs = ref.clip_by_value(gs, clip[2], clip[1])
+        decay = ref.l1_decay if kind == "l1" else ref.l2_decay
+        gs = [decay(p, g, coeff) for p, g in zip(params, gs, strict=True)]
+        out = [ref.sag_step(p, g, s, lr=lr) for p, g, s in zip(params, gs, states, strict=True)]
+        params, states = [o[0] for o in out], [o[1] for o in out]
+    return params
+
+
+# --------------------------------------------------------------------------- the matrix
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("case", SAG_CASES, ids=case_id)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_reference_float64(backend: str, case: dict, shape: tuple) -> None:
+    rng = np.random.default_rng(1)
+    shapes = [shape, EXTRA_SHAPE]
+    params0 = [rng.standard_normal(s) for s in shapes]
+    grads_seq = _gradients(rng, shapes, STEPS)
+    run = Run(backend, params0, case, "float64")
+    for grads in grads_seq:
+        run.step(grads)
+    expected = reference_run(params0, grads_seq, case)
+    for got, want in zip(run.values(), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("case", SAG_CASES, ids=case_id)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_paddle_asgd_float32(backend: str, case: dict, shape: tuple) -> None:
+    rng = np.random.default_rng(2)
+    shapes = [shape, EXTRA_SHAPE]
+    params0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads_seq = _gradients(rng, shapes, STEPS)
+    ours, theirs = Run(backend, params0, case, "float32"), Run("paddle-asgd", params0, case, "float32")
+    for grads in grads_seq:
+        grads = [g.astype(np.float32) for g in grads]
+        ours.step(grads)
+        theirs.step(grads)
+    for got, want, p0 in zip(ours.values(), theirs.values(), params0, strict=True):
+        assert not np.array_equal(want, p0)  # the run moved the parameters
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_maximize_negates_before_clip_and_decay() -> None:
+    """With maximize, the regulariser still shrinks the weights (torch's convention)."""
+    p0 = [np.full((3,), 2.0)]
+    grads = [[np.zeros(3)]]
+    for backend in BACKENDS:
+        run = Run(backend, p0, {"lr": 0.1, "weight_decay": 0.5, "maximize": True}, "float64")
+        run.step(grads[0])
+        np.testing.assert_allclose(run.values()[0], 2.0 - 0.1 * 0.5 * 2.0)
+
+
+# --------------------------------------------------------------------------- multi_precision
+
+
+def _mp_expected(
+    p0: np.ndarray, grads_seq: list[np.ndarray], lr: float, n: int, dtype: torch.dtype
+) -> np.ndarray:
+    """fp32 master, fp32 d, y stored rounded to ``dtype``: d = d - y[i] + round(g); w -= lr d / k."""
+    w = p0.astype(np.float32)
+    d = np.zeros_like(w)
+    y = np.zeros((n, *w.shape), np.float32)
+    for m, g in enumerate(grads_seq):
+        i = m % n
+        g_round = torch.tensor(g, dtype=dtype).float().numpy()  # the gradient as the parameter dtype holds it
+        d = d - y[i] + g_round
+        y[i] = g_round
+        w = (w - np.float32(lr / min(m + 1, n)) * d).astype(np.float32)
+    return w
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multi_precision_keeps_fp32_master(backend: str, dtype: str) -> None:
+    rng = np.random.default_rng(3)
+    tdtype = getattr(torch, dtype)
+    p0 = torch.tensor(rng.standard_normal((4, 3)), dtype=tdtype).float().numpy()
+    grads = [torch.tensor(rng.standard_normal((4, 3)), dtype=tdtype).float().numpy() for _ in range(9)]
+    run = Run(backend, [p0], {"lr": 0.01, "batch_num": 3, "multi_precision": True}, dtype)
+    for g in grads:
+        run.step([g])
+    state = run.opt.state[run.params[0]] if backend == "torch" else run.opt.state_dict()["state"][0]
+    master = state["master"]
+    assert str(master.dtype).endswith("float32") and str(state["d"].dtype).endswith("float32")
+    assert str(state["y"].dtype).endswith(dtype)
+    master_np = master.numpy() if backend == "paddle" else master.detach().numpy()
+    np.testing.assert_allclose(master_np, _mp_expected(p0, grads, 0.01, 3, tdtype), rtol=1e-5, atol=1e-6)
+    # the parameter is the master weight rounded to its dtype
+    rounded = torch.tensor(master_np).to(tdtype).float().numpy()
+    np.testing.assert_array_equal(run.values()[0].astype(np.float32), rounded)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_half_without_master_follows_fp32_run(backend: str) -> None:
+    rng = np.random.default_rng(4)
+    p0 = torch.tensor(rng.standard_normal(6), dtype=torch.float16).float().numpy()
+    grads = [[torch.tensor(rng.standard_normal(6), dtype=torch.float16).float().numpy()] for _ in range(5)]
+    half, full = (
+        Run(backend, [p0], {"lr": 0.05, "batch_num": 2}, "float16"),
+        Run(backend, [p0], {"lr": 0.05, "batch_num": 2}, "float32"),
+    )
+    for g in grads:
+        half.step(g)
+        full.step(g)
+    np.testing.assert_allclose(half.values()[0].astype(np.float32), full.values()[0], rtol=0, atol=5e-3)
+
+
+# --------------------------------------------------------------------------- no host sync, fused vs composed
+
+
+def test_paddle_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    run = Run(
+        "paddle", [rng.standard_normal((3, 4))], {"lr": 0.1, "batch_num": 3, "weight_decay": 0.1}, "float32"
+    )
+    grads = _gradients(rng, [(3, 4)], 5)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("host sync in SAG.step")
+
+    for g in grads:
+        loss = (run.params[0] * paddle.to_tensor(g[0], dtype="float32")).sum()
+        loss.backward()
+        with monkeypatch.context() as mp:
+            for name in ("item", "numpy", "tolist", "__float__", "__int__", "__bool__"):
+                mp.setattr(paddle.Tensor, name, refuse)
+            run.opt.step()
+        run.opt.clear_grad()
+    # and paddle.optimizer.ASGD does sync (the reason this class exists)
+    theirs = Run("paddle-asgd", [np.ones(3)], {"batch_num": 2}, "float32")
+    (theirs.params[0] * 2).sum().backward()
+    with monkeypatch.context() as mp:
+        mp.setattr(paddle.Tensor, "item", refuse)
+        with pytest.raises(AssertionError, match="host sync"):
+            theirs.opt.step()
+
+
+def test_torch_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(6)
+    run = Run(
+        "torch",
+        [rng.standard_normal((3, 4))],
+        {"lr": 0.1, "batch_num": 3, "grad_clip": ("global_norm", 1.0)},
+        "float32",
+    )
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("host sync in SAG.step")
+
+    monkeypatch.setattr(torch.Tensor, "item", refuse)
+    monkeypatch.setattr(torch.Tensor, "__bool__", refuse)
+    monkeypatch.setattr(torch.Tensor, "__float__", refuse)
+    for g in _gradients(rng, [(3, 4)], 4):
+        run.step(g)
+
+
+def test_paddle_composed_path_equals_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    p0 = [rng.standard_normal((3, 4)).astype(np.float32)]
+    grads = _gradients(rng, [(3, 4)], 6)
+    case = {"lr": 0.05, "batch_num": 3, "weight_decay": ("l1", 0.01), "grad_clip": ("norm", 1.0)}
+    fused = Run("paddle", p0, case, "float32")
+    for g in grads:
+        fused.step(g)
+    import asgd_bridge.paddle.sag as psag
+
+    monkeypatch.setattr(psag, "_FUSED", None)
+    composed = Run("paddle", p0, case, "float32")
+    for g in grads:
+        composed.step(g)
+    np.testing.assert_allclose(composed.values()[0], fused.values()[0], rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- state dicts
+
+
+def test_torch_state_dict_round_trip(tmp_path: Any) -> None:
+    rng = np.random.default_rng(8)
+    p0 = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    grads = _gradients(rng, [(3, 4), (5,)], 10)
+    case = {"lr": 0.05, "batch_num": 3, "grad_clip": ("global_norm", 1.0), "weight_decay": ("l1", 0.01)}
+    whole = Run("torch", p0, case, "float64")
+    first = Run("torch", p0, case, "float64")
+    for g in grads:
+        whole.step(g)
+    for g in grads[:4]:
+        first.step(g)
+    sd = first.opt.state_dict()
+    assert set(sd["state"][0]) == {"d", "y", "m"} and sd["state"][0]["m"] == 4
+    assert sd["state"][0]["y"].shape == (3, 3, 4)
+    torch.save(sd, tmp_path / "sag.pt")
+    second = Run("torch", [v.copy() for v in first.values()], {**case, "lr": 0.9}, "float64")
+    second.opt.load_state_dict(torch.load(tmp_path / "sag.pt", weights_only=True))
+    assert second.opt.param_groups[0]["lr"] == 0.05
+    for g in grads[4:]:
+        second.step(g)
+    for a, b in zip(second.values(), whole.values(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_torch_multi_precision_state_survives_load() -> None:
+    p = torch.nn.Parameter(torch.ones(4, dtype=torch.float16))
+    opt = TorchSAG([p], lr=0.1, batch_num=2, multi_precision=True)
+    p.grad = torch.full((4,), 1e-3, dtype=torch.float16)
+    opt.step()
+    sd = opt.state_dict()
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = TorchSAG([q], lr=0.1, batch_num=2, multi_precision=True)
+    opt2.load_state_dict(sd)
+    st = opt2.state[q]
+    assert st["master"].dtype == torch.float32 and st["d"].dtype == torch.float32
+    assert st["y"].dtype == torch.float16
+    torch.testing.assert_close(st["master"], opt.state[p]["master"])
+
+
+def test_paddle_state_dict_loads_into_fresh_optimizer(tmp_path: Any) -> None:
+    rng = np.random.default_rng(9)
+    p0 = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    grads = _gradients(rng, [(3, 4), (5,)], 10)
+    case = {"lr": 0.05, "batch_num": 3, "grad_clip": ("value", 0.5), "weight_decay": 0.1}
+    whole, first = Run("paddle", p0, case, "float64"), Run("paddle", p0, case, "float64")
+    for g in grads:
+        whole.step(g)
+    for g in grads[:4]:
+        first.step(g)
+    sd = first.opt.state_dict()
+    assert sd["param_groups"][0]["grad_clip"] == ("value", -0.5, 0.5)
+    assert sd["param_groups"][0]["weight_decay"] == 0.1 and sd["param_groups"][0]["params"] == [0, 1]
+    paddle.save(sd, str(tmp_path / "sag.pdopt"))
+    # fresh parameters: new names, as in a new process
+    second = Run("paddle", [v.copy() for v in first.values()], case, "float64")
+    assert second.params[0].name != first.params[0].name
+    second.opt.set_state_dict(paddle.load(str(tmp_path / "sag.pdopt")))
+    for g in grads[4:]:
+        second.step(g)
+    for a, b in zip(second.values(), whole.values(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_paddle_state_dict_wrong_shape_names_parameter() -> None:
+    run = Run("paddle", [np.ones((2, 3))], {"batch_num": 2}, "float32")
+    run.step([np.ones((2, 3))])
+    sd = run.opt.state_dict()
+    other = Run("paddle", [np.ones((2, 3))], {"batch_num": 3}, "float32")
+    with pytest.raises(ValueError, match=r"parameter 0 .*\[2, 2, 3\].*\[3, 2, 3\]"):
+        other.opt.set_state_dict(sd)
+
+
+# --------------------------------------------------------------------------- groups, schedulers
+
+
+def test_torch_param_groups_and_scheduler() -> None:
+    rng = np.random.default_rng(10)
+    a0, b0 = rng.standard_normal(4), rng.standard_normal(3)
+    a, b = torch.nn.Parameter(torch.tensor(a0)), torch.nn.Parameter(torch.tensor(b0))
+    opt = TorchSAG([{"params": [a], "batch_num": 2}, {"params": [b], "lr": 0.2, "weight_decay": 0.1}], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    ra, rb = a0.copy(), b0.copy()
+    sa, sb = ref.sag_init(a0, 2), ref.sag_init(b0, 1)
+    for t in range(6):
+        ga, gb = rng.standard_normal(4), rng.standard_normal(3)
+        a.grad, b.grad = torch.tensor(ga), torch.tensor(gb)
+        opt.step()
+        ra, sa = ref.sag_step(ra, ga, sa, lr=0.1 * 0.5 ** (t // 2))
+        rb, sb = ref.sag_step(rb, ref.l2_decay(rb, gb, 0.1), sb, lr=0.2 * 0.5 ** (t // 2))
+        sched.step()
+    np.testing.assert_allclose(a.detach().numpy(), ra, rtol=1e-12)
+    np.testing.assert_allclose(b.detach().numpy(), rb, rtol=1e-12)
+
+
+def test_paddle_param_groups_and_scheduler() -> None:
+    rng = np.random.default_rng(11)
+    a0, b0 = rng.standard_normal(4), rng.standard_normal(3)
+    a, b = _paddle_param(a0, "float64"), _paddle_param(b0, "float64")
+    a0, b0 = a.numpy(), b.numpy()
+    sched = paddle.optimizer.lr.StepDecay(0.1, step_size=2, gamma=0.5)
+    opt = PaddleSAG(
+        learning_rate=sched,
+        batch_num=2,
+        parameters=[{"params": [a]}, {"params": [b], "learning_rate": 2.0, "weight_decay": ("l1", 0.1)}],
+    )
+    ra, rb = a0.copy(), b0.copy()
+    sa, sb = ref.sag_init(a0, 2), ref.sag_init(b0, 2)
+    for t in range(6):
+        ga, gb = rng.standard_normal(4), rng.standard_normal(3)
+        ((a * paddle.to_tensor(ga)).sum() + (b * paddle.to_tensor(gb)).sum()).backward()
+        opt.step()
+        opt.clear_grad()
+        ra, sa = ref.sag_step(ra, ga, sa, lr=0.1 * 0.5 ** (t // 2))
+        rb, sb = ref.sag_step(rb, ref.l1_decay(rb, gb, 0.1), sb, lr=0.2 * 0.5 ** (t // 2))
+        sched.step()
+    np.testing.assert_allclose(a.numpy(), ra, rtol=1e-12)
+    np.testing.assert_allclose(b.numpy(), rb, rtol=1e-12)
+    groups = opt.state_dict()["param_groups"]
+    assert groups[1]["weight_decay"] == ("l1", 0.1) and groups[1]["lr"] == pytest.approx(2 * groups[0]["lr"])
+    assert "LR_Scheduler" in opt.state_dict()
+
+
+# --------------------------------------------------------------------------- invalid arguments
+
+BAD = [
+    ({"lr": -0.1}, "learning rate"),
+    ({"batch_num": 0}, "batch_num"),
+    ({"batch_num": 2.5}, "batch_num"),
+    ({"batch_num": True}, "batch_num"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"weight_decay": ("l3", 0.1)}, "weight_decay"),
+    ({"weight_decay": "0.1"}, "weight_decay"),
+    ({"grad_clip": ("max", 1.0)}, "grad_clip"),
+    ({"grad_clip": ("norm", 0.0)}, "grad_clip"),
+    ({"grad_clip": ("value", 1.0, -1.0)}, "grad_clip"),
+    ({"grad_clip": 1.0}, "grad_clip"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "word"), BAD, ids=lambda v: str(v))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_invalid_arguments(backend: str, kwargs: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        if backend == "torch":
+            kw = dict(kwargs)
+            TorchSAG([torch.nn.Parameter(torch.ones(2))], **kw)
+        else:
+            kw = dict(kwargs)
+            lr = kw.pop("lr", 1e-3)
+            PaddleSAG(learning_rate=lr, parameters=[_paddle_param(np.ones(2), "float32")], **kw)
+
+
+def test_paddle_rejects_custom_regulariser_type() -> None:
+    class Custom(paddle.regularizer.WeightDecayRegularizer):
+        pass
+
+    with pytest.raises(ValueError, match="weight_decay"):
+        PaddleSAG(parameters=[_paddle_param(np.ones(2), "float32")], weight_decay=Custom())
+
+
+def test_torch_group_hyperparameters_are_validated() -> None:
+    with pytest.raises(ValueError, match="batch_num"):
+        TorchSAG([{"params": [torch.nn.Parameter(torch.ones(2))], "batch_num": 0}])
