@@ -429,10 +429,11 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
             paddle.assign(p, output=st.ax)
         elif low:
             ax = st.ax.astype("float32")
-            ax.lerp_(w, mu)
+            _C_ops.lerp_(ax, w, self._scalar(mu, ax.dtype))
             paddle.assign(ax.astype(p.dtype), output=st.ax)
         else:
-            st.ax.lerp_(p, mu)
+            # not Tensor.lerp_(p, mu): a float weight becomes a [1] tensor, turning a 0-D ax into [1]
+            _C_ops.lerp_(st.ax, p, self._scalar(mu, p.dtype))
 
         st.step = t
         st.eta = _round_scalar(eta_schedule(lr, lambd, alpha, t), rnd)
