@@ -322,7 +322,7 @@ def test_old_checkpoint_with_python_numbers_is_converted_like_torch():
     t0=st.one_of(st.integers(0, 6), st.just(1e6)),
     weight_decay=st.floats(0.0, 0.2),
     maximize=st.booleans(),
-    foreach=st.booleans(),
+    foreach=st.sampled_from([None, False, True]),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.complex64]),
     shape=st.lists(st.integers(1, 4), max_size=3).map(tuple),
     steps=st.integers(1, 6),
@@ -435,6 +435,50 @@ def test_capturable_on_cpu_fails_like_torch(foreach):
     assert torch.equal(outcomes[0][1], outcomes[1][1]) and outcomes[0][2] == outcomes[1][2] == 0
 
 
+@pytest.fixture
+def capturable_on_cpu(monkeypatch):
+    """Admit CPU as a capturable device in both classes, so the capturable code paths (on-device
+    eta/mu, no host syncs) run here as they would on CUDA."""
+    import importlib
+
+    for module in map(importlib.import_module, ("asgd_bridge.torch.asgd", "torch.optim.asgd")):
+        real = module._get_capturable_supported_devices
+        monkeypatch.setattr(module, "_get_capturable_supported_devices",
+                            lambda supports_xla=True, real=real: [*real(supports_xla), "cpu"])  # fmt: skip
+
+
+@pytest.mark.usefixtures("capturable_on_cpu")
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
+def test_capturable_paths_match_torch(case, foreach):
+    p0s = initial_params(torch.float32)
+    grads = gradients(p0s, STEPS)
+    hp = {**case, "foreach": foreach, "capturable": True}
+    ours, opt, _ = run(ASGD, p0s, grads, hp)
+    theirs, topt, _ = run(TorchASGD, p0s, grads, hp)
+    assert_identical(ours, theirs)
+    assert_same_state(opt, topt)
+
+
+@pytest.mark.usefixtures("capturable_on_cpu", "torch_float64_default")
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize("fix", FIXES, ids=case_id)
+def test_capturable_fixes_match_numpy_reference(fix, foreach):
+    case = ASGD_CASES[-1]
+    p0s = initial_params(torch.float64)
+    grads = gradients(p0s, STEPS)
+    lrs = [0.3, 0.3, 0.6, 0.6, 0.15, 0.15, 0.15, 0.05]
+    params = [torch.nn.Parameter(p.clone()) for p in p0s]
+    opt = ASGD(params, **case, **fix, foreach=foreach, capturable=True)
+    ours, _, _ = run(ASGD, p0s, grads, {}, lr_at=dict(enumerate(lrs)), opt_and_params=(opt, params))
+    want = _reference_run(p0s, grads, {k: v for k, v in {**case, **fix}.items() if k != "lr"}, lrs)
+    for (ps, axs), (wps, waxs) in zip(ours, want, strict=True):
+        for u, w in [*zip(ps, wps, strict=True), *zip(axs, waxs, strict=True)]:
+            assert (u is None) == (w is None)
+            if u is not None:
+                np.testing.assert_allclose(u.numpy(), w, rtol=1e-10, atol=1e-10)
+
+
 # --------------------------------------------------------------------------- other flags and paths
 
 
@@ -483,7 +527,7 @@ def test_closure_loss_is_returned_and_grads_enabled_inside():
 
     with torch.no_grad():
         loss = opt.step(closure)
-    assert float(loss) == 2.0 and opt.state[p]["step"].item() == 1
+    assert float(loss.detach()) == 2.0 and opt.state[p]["step"].item() == 1
 
 
 def test_is_an_optimizer_with_torchs_defaults():

@@ -82,7 +82,9 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         bottou_average: compute mu at the start of step :math:`t`, :math:`\mu_t = 1/\max(1, t-t_0)`,
             so ``ax`` is the mean of *every* iterate after ``t0`` (torch leaves out the first one).
 
-    The two flags only change the eta/mu used inside a step; ``eta`` and ``mu`` are still written
+    The two flags only change the eta/mu used inside a step (written into ``state["eta"]`` /
+    ``state["mu"]`` first, so they are rounded to the state's scalar dtype as torch's are: with a
+    constant lr, ``immediate_lr=True`` is bit-identical to torch). ``eta`` and ``mu`` are still written
     into the state at the end of each step exactly as torch does, and the flags are param-group keys
     (so they are saved in ``state_dict()["param_groups"]``; a torch state dict without them keeps the
     values given to the constructor).
