@@ -1,0 +1,336 @@
+"""Optimizer checkpoints across frameworks: averaged SGD (torch.optim.ASGD <-> asgd_bridge.paddle.ASGD)
+and SAG (asgd_bridge.torch.SAG <-> asgd_bridge.paddle.SAG), with transposed state where layouts differ.
+
+Both sides use torch's layout ``{"state": {i: {...}}, "param_groups": [{..., "params": [i]}]}``; a
+conversion renames nothing, it changes tensor types, group keys, and the layout of transposed weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "convert_state_dict",
+    "detect_kind",
+    "paddle_to_torch",
+    "target_layout",
+    "torch_to_paddle",
+]
+
+Framework = Literal["torch", "paddle"]
+Kind = Literal["asgd", "sag"]
+
+#: Group keys of averaged SGD that both sides share.
+_ASGD_KEYS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
+#: asgd_bridge's documented fixes (absent from torch.optim.ASGD groups: default False).
+_ASGD_FIXES = ("immediate_lr", "bottou_average")
+#: Group keys of SAG (both classes).
+_SAG_KEYS = ("lr", "batch_num", "weight_decay", "grad_clip", "maximize", "multi_precision")
+#: torch-only group keys: dropped towards Paddle, given torch's defaults towards torch.
+_TORCH_ONLY = {"foreach": None, "differentiable": False, "capturable": False}
+
+
+class CheckpointError(ValueError):
+    """A state dict that cannot be converted (format, parameter count or shapes)."""
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def _dtype_name(x: Any) -> str:
+    return str(getattr(x, "dtype", "float32")).replace("torch.", "").replace("paddle.", "")
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A torch tensor, Paddle tensor, NumPy array or number as a NumPy array (bfloat16 as float32)."""
+    if isinstance(x, np.ndarray):
+        return x
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        t = x.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.numpy()
+    if hasattr(x, "numpy"):
+        if _dtype_name(x) == "bfloat16":
+            x = x.astype("float32")
+        return np.asarray(x.numpy())
+    return np.asarray(x)
+
+
+def _make(arr: np.ndarray, dtype: str, to: Framework) -> Any:
+    arr = np.ascontiguousarray(arr)
+    if to == "torch":
+        import torch
+
+        return torch.from_numpy(arr.copy()).to(getattr(torch, dtype))
+    import paddle
+
+    t = paddle.to_tensor(arr, place=paddle.CPUPlace())
+    return t if _dtype_name(t) == dtype else t.astype(dtype)
+
+
+# --------------------------------------------------------------------------- target layout
+
+
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "_mean", "_variance")
+
+
+def target_layout(target: Any) -> tuple[list[tuple[int, ...]], set[int]]:
+    """Shapes of the target optimizer's parameters, in order, and the positions known to be
+    ``Linear`` weights (whose layout differs between torch ``[out, in]`` and Paddle ``[in, out]``).
+
+    ``target`` may be a ``torch.nn.Module`` or ``paddle.nn.Layer`` (its ``parameters()``; Linear
+    weights recognised), an iterable of tensors, a list of shapes, or a state dict of the target
+    model (tensors in order; buffers such as ``running_mean`` / ``_variance`` skipped).
+    """
+    linear: set[int] = set()
+    if hasattr(target, "named_sublayers") or hasattr(target, "named_modules"):
+        params = list(target.parameters())
+        ids = {id(p): i for i, p in enumerate(params)}
+        modules = (
+            target.named_sublayers(include_self=True)
+            if hasattr(target, "named_sublayers")
+            else (target.named_modules())
+        )
+        for _, module in modules:
+            if type(module).__name__ == "Linear":
+                weight = getattr(module, "weight", None)
+                if weight is not None and id(weight) in ids:
+                    linear.add(ids[id(weight)])
+        return [tuple(int(s) for s in p.shape) for p in params], linear
+    if isinstance(target, Mapping):
+        items = [v for k, v in target.items() if not str(k).endswith(_BUFFER_SUFFIXES)]
+        return [tuple(int(s) for s in v.shape) for v in items], linear
+    shapes = []
+    for item in target:
+        shape = item.shape if hasattr(item, "shape") else item
+        shapes.append(tuple(int(s) for s in shape))
+    return shapes, linear
+
+
+# --------------------------------------------------------------------------- format detection
+
+
+def detect_kind(state_dict: Any) -> Kind:
+    """``"asgd"`` (averaged SGD: ``ax``/``eta``/``mu``, ``lambd``) or ``"sag"`` (``d``/``y``/``m``,
+    ``batch_num``); anything else raises :class:`CheckpointError` saying what was expected."""
+    expected = (
+        "expected an optimizer state dict {'state': {i: {...}}, 'param_groups': [...]} of "
+        "torch.optim.ASGD / asgd_bridge.torch.ASGD / asgd_bridge.paddle.ASGD (state 'step', 'eta', 'mu', "
+        "'ax') or asgd_bridge.torch.SAG / asgd_bridge.paddle.SAG (state 'd', 'y', 'm')"
+    )
+    if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
+        keys = list(state_dict)[:5] if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        hint = ""
+        if isinstance(state_dict, Mapping) and any(str(k).endswith(("_y_0", "_d_0")) for k in state_dict):
+            hint = " (this looks like paddle.optimizer.ASGD's name-keyed state: use asgd_bridge.paddle.SAG)"
+        raise CheckpointError(f"unknown optimizer state format, got keys {keys}{hint}; {expected}")
+    groups = state_dict["param_groups"]
+    if not isinstance(groups, Sequence) or not groups:
+        raise CheckpointError(f"'param_groups' is empty or not a list; {expected}")
+    if all("lambd" in g for g in groups):
+        return "asgd"
+    if all("batch_num" in g for g in groups):
+        return "sag"
+    raise CheckpointError(f"param_groups carry neither 'lambd' (ASGD) nor 'batch_num' (SAG); {expected}")
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _param_shape(kind: Kind, entry: Mapping[str, Any]) -> tuple[int, ...] | None:
+    ref = entry.get("ax") if kind == "asgd" else entry.get("d")
+    return None if ref is None else tuple(int(s) for s in ref.shape)
+
+
+def _plan(
+    source_shape: tuple[int, ...] | None, target_shape: tuple[int, ...] | None, index: int, is_linear: bool
+) -> bool:
+    """Whether parameter ``index``'s state must be transposed; raises if the shapes do not fit."""
+    if source_shape is None or target_shape is None:
+        return False
+    if (
+        len(source_shape) == 2
+        and source_shape[::-1] == target_shape
+        and (source_shape != target_shape or is_linear)
+    ):
+        return True
+    if source_shape == target_shape:
+        if len(source_shape) == 2 and source_shape[0] == source_shape[1] and not is_linear:
+            warnings.warn(
+                f"parameter {index}: square shape {list(source_shape)} kept as is; if it is a Linear "
+                "weight, pass the target model (or transpose={index}) so its state is transposed",
+                stacklevel=3,
+            )
+        return False
+    raise CheckpointError(
+        f"parameter {index}: state has shape {list(source_shape)} but the target parameter has shape "
+        f"{list(target_shape)} (neither equal nor transposed)"
+    )
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, Any],
+    *,
+    to: Framework,
+    target: Any = None,
+    index_map: Mapping[int, int] | None = None,
+    transpose: Iterable[int] | None = None,
+) -> dict[str, Any]:
+    """Convert an optimizer state dict to the other framework's class of the same algorithm.
+
+    Args:
+        state_dict: from ``optimizer.state_dict()`` (or ``torch.load`` / ``paddle.load`` of one):
+            torch.optim.ASGD, asgd_bridge.torch.ASGD or asgd_bridge.paddle.ASGD (averaged SGD), or
+            asgd_bridge.torch.SAG / asgd_bridge.paddle.SAG.
+        to: ``"paddle"`` (tensors become Paddle tensors, torch-only group keys are dropped) or
+            ``"torch"`` (torch tensors, torch's group keys added with their defaults).
+        target: the target optimizer's parameters, for shapes (see :func:`target_layout`). State
+            whose parameter shape is the transpose of the target's (2-D) is transposed; a mismatch
+            raises :class:`CheckpointError` naming the parameter and both shapes; a count mismatch
+            raises naming both counts. Without ``target`` nothing is transposed or checked.
+        index_map: source parameter index -> target index (default: same order).
+        transpose: target indices to transpose regardless of shapes (square Linear weights given as
+            shapes).
+
+    Returns:
+        A new state dict in the target framework's format (the input is not modified).
+    """
+    if to not in ("torch", "paddle"):
+        raise CheckpointError(f"Invalid to value: {to!r} (expected 'torch' or 'paddle')")
+    kind = detect_kind(state_dict)
+    groups = state_dict["param_groups"]
+    n_source = sum(len(g["params"]) for g in groups)
+    shapes: list[tuple[int, ...]] | None = None
+    linear: set[int] = set(transpose or ())
+    if target is not None:
+        shapes, known = target_layout(target)
+        linear |= known
+        if len(shapes) != n_source:
+            raise CheckpointError(
+                f"the state dict has {n_source} parameters but the target has {len(shapes)}"
+            )
+    order = [i for g in groups for i in g["params"]]
+    position = {int(i): j for j, i in enumerate(order)}
+    imap = {int(k): int(v) for k, v in (index_map or {}).items()}
+
+    def new_index(i: Any) -> int:
+        j = position[int(i)]
+        return imap.get(j, j)
+
+    state: dict[int, dict[str, Any]] = {}
+    for i, entry in state_dict["state"].items():
+        j = new_index(i)
+        src_shape = _param_shape(kind, entry)
+        flip = (
+            j in linear
+            if src_shape and len(src_shape) == 2 and shapes is None
+            else _plan(src_shape, shapes[j] if shapes is not None else None, j, j in linear)
+        )
+        state[j] = _convert_entry(kind, entry, flip, to)
+    new_groups = []
+    for g in groups:
+        out = _convert_group(kind, g, to)
+        out["params"] = [new_index(i) for i in g["params"]]
+        new_groups.append(out)
+    result: dict[str, Any] = {"state": dict(sorted(state.items())), "param_groups": new_groups}
+
+    masters = state_dict.get("master_weights")
+    if masters:
+        if kind == "asgd" and to == "paddle":
+            result["master_weights"] = {
+                new_index(i): _convert_tensor(v, new_index(i) in linear and v.ndim == 2, to)
+                for i, v in masters.items()
+            }
+        else:
+            warnings.warn("master_weights dropped: torch's ASGD keeps no fp32 master copy", stacklevel=2)
+    if "LR_Scheduler" in state_dict:
+        if to == "paddle":
+            result["LR_Scheduler"] = state_dict["LR_Scheduler"]
+        else:
+            warnings.warn(
+                "LR_Scheduler dropped: torch keeps lr schedulers out of the optimizer state; the groups' "
+                "'lr' carries the current learning rate",
+                stacklevel=2,
+            )
+    return result
+
+
+def _convert_tensor(x: Any, flip: bool, to: Framework, *, stacked: bool = False) -> Any:
+    dtype = _dtype_name(x)
+    arr = _to_numpy(x)
+    if flip:
+        arr = np.swapaxes(arr, -1, -2) if stacked or arr.ndim == 2 else arr
+    return _make(arr, dtype, to)
+
+
+def _convert_entry(kind: Kind, entry: Mapping[str, Any], flip: bool, to: Framework) -> dict[str, Any]:
+    if kind == "asgd":
+        missing = [k for k in ("step", "eta", "mu", "ax") if k not in entry]
+        if missing:
+            raise CheckpointError(f"ASGD state entry lacks {missing} (has {sorted(entry)})")
+        out = {}
+        for key in ("step", "eta", "mu"):
+            value = entry[key]
+            dtype = _dtype_name(value) if hasattr(value, "dtype") else "float32"
+            if dtype not in ("float32", "float64"):
+                dtype = "float32"
+            out[key] = _make(np.asarray(_to_numpy(value), dtype=dtype).reshape(()), dtype, to)
+        out["ax"] = _convert_tensor(entry["ax"], flip, to)
+        return out
+    missing = [k for k in ("d", "y", "m") if k not in entry]
+    if missing:
+        raise CheckpointError(f"SAG state entry lacks {missing} (has {sorted(entry)})")
+    out = {
+        "d": _convert_tensor(entry["d"], flip, to),
+        "y": _convert_tensor(entry["y"], flip, to, stacked=True),
+        "m": int(_to_numpy(entry["m"]).reshape(-1)[0]) if hasattr(entry["m"], "shape") else int(entry["m"]),
+    }
+    if "master" in entry:
+        out["master"] = _convert_tensor(entry["master"], flip, to)
+    return out
+
+
+def _convert_group(kind: Kind, group: Mapping[str, Any], to: Framework) -> dict[str, Any]:
+    if kind == "sag":
+        out = {k: group[k] for k in _SAG_KEYS if k in group}
+        if isinstance(out.get("grad_clip"), list):
+            out["grad_clip"] = tuple(out["grad_clip"])
+        if isinstance(out.get("weight_decay"), list):
+            out["weight_decay"] = tuple(out["weight_decay"])
+        return out
+    missing = [k for k in _ASGD_KEYS if k not in group and k != "maximize"]
+    if missing:
+        raise CheckpointError(f"ASGD param group lacks {missing} (has {sorted(group)})")
+    out = {k: group.get(k, False) for k in _ASGD_KEYS}
+    for k in ("lr", "lambd", "alpha", "t0", "weight_decay"):
+        out[k] = float(_to_numpy(out[k])) if hasattr(out[k], "shape") else float(out[k])
+    out["maximize"] = bool(out["maximize"])
+    for k in _ASGD_FIXES:
+        out[k] = bool(group.get(k, False))
+    if to == "torch":
+        out.update(_TORCH_ONLY)
+        out["fused"] = group.get("fused")
+        if any(out[k] for k in _ASGD_FIXES):
+            warnings.warn(
+                "immediate_lr/bottou_average are set: only asgd_bridge.torch.ASGD honours them "
+                "(torch.optim.ASGD ignores these keys)",
+                stacklevel=3,
+            )
+    return out
+
+
+def torch_to_paddle(state_dict: Mapping[str, Any], target: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`convert_state_dict` with ``to="paddle"``."""
+    return convert_state_dict(state_dict, to="paddle", target=target, **kwargs)
+
+
+def paddle_to_torch(state_dict: Mapping[str, Any], target: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`convert_state_dict` with ``to="torch"``."""
+    return convert_state_dict(state_dict, to="torch", target=target, **kwargs)
