@@ -174,6 +174,9 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         maximize: maximise the objective.
         multi_precision: keep float32 master weights for float16/bfloat16 parameters (the update
             runs on the master; without it such parameters are updated through a float32 copy).
+            ``ax`` stays in the parameter's dtype (the state-dict contract, and torch's choice):
+            it is averaged in float32 from the master and rounded once per step, so late in a long
+            run (small ``mu``) its updates can fall below half an ulp of float16/bfloat16.
         name: Paddle's optimizer name (unused).
         immediate_lr: fix of torch's one-step lr lag (see below); default off, i.e. torch.
         bottou_average: fix of torch's dropped first averaged iterate; default off, i.e. torch.
