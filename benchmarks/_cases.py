@@ -1,0 +1,322 @@
+"""The rows of the benchmark: which optimizer, on which framework's tensors, compared with what.
+
+A *family* is a set of rows timed together (interleaved, paired by repeat) on shared parameters;
+its first row is the baseline its ratios are taken against. Every family also times the roofline
+probes (STREAM-like copy / triad / in-place update) in the same interleaved loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Bytes per fp32 element that one step must move at least (read + write), by algorithm:
+#: averaged SGD reads p, grad, ax and writes p, ax; SAG reads p, grad, d, y[i] and writes p, d, y[i];
+#: SGD reads p, grad and writes p. Scaled by element size for other dtypes.
+FLOOR_BYTES_FP32 = {"asgd": 20, "sag": 28, "sgd": 12}
+
+Step = Callable[[], None]
+
+
+@dataclass
+class Workload:
+    """Parameter shapes and dtype of one measurement, with framework tensors made on demand."""
+
+    layout: str  # "one" | "split" | "many-small"
+    shapes: list[tuple[int, ...]]
+    dtype: str  # "float32" | "bfloat16"
+    seed: int = 0
+    _torch: list | None = None
+    _paddle: list | None = None
+
+    @property
+    def numel(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else 4
+
+    def torch_params(self) -> list:
+        """Leaf tensors with ``.grad`` set, shared by every torch row of the family."""
+        if self._torch is None:
+            import torch
+
+            gen = torch.Generator().manual_seed(self.seed)
+            dt = getattr(torch, self.dtype)
+            ps = []
+            for s in self.shapes:
+                p = torch.randn(s, generator=gen).to(dt).requires_grad_()
+                p.grad = (torch.randn(s, generator=gen) * 1e-3).to(dt)
+                ps.append(p)
+            self._torch = ps
+        return self._torch
+
+    def paddle_params(self) -> list:
+        """Paddle leaf tensors with gradients (one backward pass), shared by the paddle rows."""
+        if self._paddle is None:
+            import paddle
+
+            rng = np.random.default_rng(self.seed)
+            ps = []
+            for s in self.shapes:
+                p = paddle.to_tensor(rng.standard_normal(s, dtype=np.float32)).astype(self.dtype)
+                p.stop_gradient = False
+                ps.append(p)
+            loss = None
+            for p in ps:
+                term = (p.astype("float32") * 1e-3).sum()
+                loss = term if loss is None else loss + term
+            loss.backward()
+            self._paddle = ps
+        return self._paddle
+
+    def release(self) -> None:
+        self._torch = self._paddle = None
+
+
+@dataclass
+class Row:
+    """One optimizer (or roofline probe) as timed by the benchmark."""
+
+    name: str
+    framework: str  # "torch" | "paddle" | "probe"
+    algo: str  # key of FLOOR_BYTES_FP32, or "probe"
+    make: Callable[[Workload], tuple[Step, Any]]  # -> (step, optimizer or None)
+    import_check: Callable[[], None] = lambda: None
+    max_numel: int | None = None
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- torch rows
+
+
+def _torch_opt(factory: Callable[[list], Any]) -> Callable[[Workload], tuple[Step, Any]]:
+    def make(w: Workload) -> tuple[Step, Any]:
+        opt = factory(w.torch_params())
+        return opt.step, opt
+
+    return make
+
+
+def _torch_asgd(**kw: Any) -> Callable[[list], Any]:
+    def f(ps: list) -> Any:
+        import torch
+
+        return torch.optim.ASGD(ps, lr=1e-2, t0=0, **kw)
+
+    return f
+
+
+def _bridge_torch_asgd(**kw: Any) -> Callable[[list], Any]:
+    def f(ps: list) -> Any:
+        from asgd_bridge.torch import ASGD
+
+        return ASGD(ps, lr=1e-2, t0=0, **kw)
+
+    return f
+
+
+def _bridge_torch_sag(batch_num: int) -> Callable[[list], Any]:
+    def f(ps: list) -> Any:
+        from asgd_bridge.torch import SAG
+
+        return SAG(ps, lr=1e-3, batch_num=batch_num, check_memory=False)
+
+    return f
+
+
+def _check_torch_asgd() -> None:
+    from asgd_bridge.torch import ASGD  # noqa: F401
+
+
+def _check_torch_sag() -> None:
+    from asgd_bridge.torch import SAG  # noqa: F401
+
+
+# --------------------------------------------------------------------------- paddle rows
+
+
+def _paddle_opt(factory: Callable[[list], Any]) -> Callable[[Workload], tuple[Step, Any]]:
+    def make(w: Workload) -> tuple[Step, Any]:
+        opt = factory(w.paddle_params())
+        return opt.step, opt
+
+    return make
+
+
+def _paddle_sag(batch_num: int) -> Callable[[list], Any]:
+    def f(ps: list) -> Any:
+        import paddle
+
+        return paddle.optimizer.ASGD(learning_rate=1e-3, batch_num=batch_num, parameters=ps)
+
+    return f
+
+
+def _paddle_sgd(ps: list) -> Any:
+    import paddle
+
+    return paddle.optimizer.SGD(learning_rate=1e-3, parameters=ps)
+
+
+def _bridge_paddle_asgd(ps: list) -> Any:
+    from asgd_bridge.paddle import ASGD
+
+    return ASGD(learning_rate=1e-2, t0=0, parameters=ps)
+
+
+def _bridge_paddle_sag(batch_num: int) -> Callable[[list], Any]:
+    def f(ps: list) -> Any:
+        from asgd_bridge.paddle import SAG
+
+        return SAG(learning_rate=1e-3, batch_num=batch_num, parameters=ps, check_memory=False)
+
+    return f
+
+
+def _check_paddle_asgd() -> None:
+    from asgd_bridge.paddle import ASGD  # noqa: F401
+
+
+def _check_paddle_sag() -> None:
+    from asgd_bridge.paddle import SAG  # noqa: F401
+
+
+# --------------------------------------------------------------------------- roofline probes
+
+
+def _probe(kind: str) -> Callable[[Workload], tuple[Step, Any]]:
+    """STREAM-like kernels in torch on the run's threads, over one fp32 buffer of the workload's size.
+
+    ``copy`` (b = a, 8 B counted), ``triad`` (a = b + s*c, 12 B counted; the store also costs a
+    read-for-ownership the STREAM count leaves out) and ``update`` (a += s*b, 12 B, written lines were
+    read: the access pattern of an optimizer step).
+    """
+
+    def make(w: Workload) -> tuple[Step, Any]:
+        import torch
+
+        n = w.numel
+        a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
+        if kind == "copy":
+            return (lambda: b.copy_(a)), None
+        if kind == "triad":
+            return (lambda: torch.add(b, c, alpha=1e-3, out=a)), None
+        return (lambda: a.add_(b, alpha=1e-3)), None
+
+    return make
+
+
+PROBE_BYTES = {"copy": 8, "triad": 12, "update": 12}
+PROBES = [Row(f"probe: {k}", "probe", "probe", _probe(k)) for k in PROBE_BYTES]
+
+#: SAG with many stored gradients is memory-hungry (batch_num x parameters): capped by default.
+SAG8_MAX = 16_000_000
+
+FAMILIES: dict[str, list[Row]] = {
+    "torch-asgd": [
+        Row("torch.optim.ASGD (for-loop)", "torch", "asgd", _torch_opt(_torch_asgd(foreach=False))),
+        Row("torch.optim.ASGD (foreach)", "torch", "asgd", _torch_opt(_torch_asgd(foreach=True))),
+        Row("asgd_bridge.torch.ASGD (foreach=False)", "torch", "asgd",
+            _torch_opt(_bridge_torch_asgd(foreach=False)), _check_torch_asgd),
+        Row("asgd_bridge.torch.ASGD (foreach=True)", "torch", "asgd",
+            _torch_opt(_bridge_torch_asgd(foreach=True)), _check_torch_asgd),
+        Row("asgd_bridge.torch.ASGD (fused=True)", "torch", "asgd",
+            _torch_opt(_bridge_torch_asgd(fused=True)), _check_torch_asgd),
+    ],
+    "sag-1": [
+        Row("paddle.optimizer.ASGD (SAG, batch_num=1)", "paddle", "sag", _paddle_opt(_paddle_sag(1)),
+            dtypes=("float32",)),
+        Row("asgd_bridge.paddle.ASGD", "paddle", "asgd", _paddle_opt(_bridge_paddle_asgd),
+            _check_paddle_asgd),
+        Row("paddle.optimizer.SGD (reference)", "paddle", "sgd", _paddle_opt(_paddle_sgd)),
+        Row("asgd_bridge.torch.SAG (batch_num=1)", "torch", "sag",
+            _torch_opt(_bridge_torch_sag(1)), _check_torch_sag),
+        Row("asgd_bridge.paddle.SAG (batch_num=1)", "paddle", "sag",
+            _paddle_opt(_bridge_paddle_sag(1)), _check_paddle_sag),
+    ],
+    "sag-8": [
+        Row("paddle.optimizer.ASGD (SAG, batch_num=8)", "paddle", "sag", _paddle_opt(_paddle_sag(8)),
+            max_numel=SAG8_MAX, dtypes=("float32",)),
+        Row("asgd_bridge.torch.SAG (batch_num=8)", "torch", "sag",
+            _torch_opt(_bridge_torch_sag(8)), _check_torch_sag, max_numel=SAG8_MAX),
+        Row("asgd_bridge.paddle.SAG (batch_num=8)", "paddle", "sag",
+            _paddle_opt(_bridge_paddle_sag(8)), _check_paddle_sag, max_numel=SAG8_MAX),
+    ],
+}
+
+
+def state_bytes(opt: Any) -> int | None:
+    """Bytes held by an optimizer's state (its ``state_dict()`` tensors, each storage counted once)."""
+    if opt is None:
+        return None
+    try:
+        sd = opt.state_dict()
+    except Exception:  # noqa: BLE001 - a row without state_dict simply reports no number
+        return None
+    seen: set[int] = set()
+    total = 0
+
+    def walk(x: Any) -> None:
+        nonlocal total
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+        elif hasattr(x, "element_size") and hasattr(x, "data_ptr") and hasattr(x, "shape"):
+            ptr = x.data_ptr()
+            if ptr in seen:
+                return
+            seen.add(ptr)
+            total += int(np.prod(list(x.shape), dtype=np.int64)) * x.element_size()
+
+    walk(sd)
+    return total
+
+
+# --------------------------------------------------------------------------- fused-path candidates
+
+
+def _fused_path(path: str) -> Callable[[Workload], tuple[Step, Any]]:
+    """asgd_bridge.torch._fused's paths called directly on torch-style state lists."""
+
+    def make(w: Workload) -> tuple[Step, Any]:
+        import torch
+
+        from asgd_bridge.torch import _fused
+
+        ps = [p.detach() for p in w.torch_params()]
+        gs = [p.grad for p in w.torch_params()]
+        axs = [torch.zeros_like(p) for p in ps]
+        mus = [torch.ones(()) for _ in ps]
+        etas = [torch.tensor(1e-2) for _ in ps]
+        steps = [torch.zeros(()) for _ in ps]
+        hp = {"lambd": 1e-4, "alpha": 0.75, "t0": 0.0, "weight_decay": 0.0, "maximize": False,
+              "immediate_lr": False, "bottou_average": False}
+        lists = (ps, gs, axs, mus, etas, steps)
+        if path == "kernel":
+            return (lambda: _fused.fused_asgd_(*lists, lr=1e-2, **hp)), None
+        if path == "foreach":
+            return (lambda: _fused._foreach_asgd_(*lists, lr=1e-2, **hp)), None
+
+        def compiled() -> None:
+            for i in range(len(ps)):
+                _fused._compiled_one(ps[i], gs[i], axs[i], mus[i], etas[i], steps[i], 1e-2, hp)
+
+        return compiled, None
+
+    return make
+
+
+FAMILIES["fused-paths"] = [
+    Row("fused: C kernel (ctypes, OpenMP)", "torch", "asgd", _fused_path("kernel"), dtypes=("float32",)),
+    Row("fused: torch.compile per tensor", "torch", "asgd", _fused_path("compile"), dtypes=("float32",)),
+    Row("fused: foreach fallback", "torch", "asgd", _fused_path("foreach"), dtypes=("float32",)),
+]

@@ -1,0 +1,186 @@
+"""Timing: interleaved, paired repeats of every row of a family, plus one-time costs."""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import statistics
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from _cases import FAMILIES, FLOOR_BYTES_FP32, PROBE_BYTES, PROBES, Row, Workload, state_bytes
+
+
+def setup_frameworks(threads: int) -> dict[str, Any]:
+    """Import torch and paddle on ``threads`` threads (CPU), build the fused kernel; time each."""
+    one_time: dict[str, Any] = {}
+    env: dict[str, Any] = {"one_time": one_time}
+    t = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(threads)
+    one_time["import torch (s)"] = round(time.perf_counter() - t, 3)
+    env["torch"] = torch.__version__
+    try:
+        t = time.perf_counter()
+        import paddle
+
+        paddle.set_device("cpu")
+        try:
+            paddle.base.core.set_num_threads(threads)
+        except AttributeError:
+            pass
+        one_time["import paddle (s)"] = round(time.perf_counter() - t, 3)
+        env["paddle"] = paddle.__version__
+    except Exception as e:  # noqa: BLE001
+        env["paddle"] = f"missing: {e}"
+        print(f"missing: paddle ({e})")
+    try:
+        from asgd_bridge.torch import _fused
+
+        t = time.perf_counter()
+        _fused.load_cpu_kernel()
+        info = _fused.build_info()
+        one_time["fused kernel load, cached or built (s)"] = round(time.perf_counter() - t, 3)
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            ok, err = _fused._compile(info.compiler, info.flags, Path(d) / "fresh.so")
+            one_time["fused kernel fresh build (s)"] = round(time.perf_counter() - t, 3) if ok else err
+        one_time["fused kernel flags"] = " ".join([info.compiler, *info.flags])
+    except Exception as e:  # noqa: BLE001
+        one_time["fused kernel"] = f"unavailable: {e}"
+        print(f"missing: fused kernel ({e})")
+    return env
+
+
+def _usable(row: Row, w: Workload, notes: list[str]) -> bool:
+    if w.dtype not in row.dtypes:
+        return False
+    if row.max_numel is not None and w.numel > row.max_numel:
+        return False
+    try:
+        row.import_check()
+    except Exception as e:  # noqa: BLE001
+        msg = f"missing: {row.name} ({type(e).__name__}: {e})"
+        if msg not in notes:
+            notes.append(msg)
+            print(msg)
+        return False
+    return True
+
+
+def time_rows(steps: dict[str, Any], repeats: int, min_time: float, seed: int) -> tuple[dict, dict]:
+    """First-call time and per-repeat step times of each callable, interleaved in shuffled order."""
+    first: dict[str, float] = {}
+    for name, step in steps.items():
+        t = time.perf_counter()
+        step()
+        first[name] = time.perf_counter() - t
+    inner: dict[str, int] = {}
+    for name, step in steps.items():
+        step()  # warm-up
+        t = time.perf_counter()
+        step()
+        dt = max(time.perf_counter() - t, 1e-7)
+        inner[name] = max(1, min(2000, math.ceil(min_time / dt)))
+    samples: dict[str, list[float]] = {n: [] for n in steps}
+    rng = random.Random(seed)
+    names = list(steps)
+    for _ in range(repeats):
+        rng.shuffle(names)
+        for name in names:
+            step, k = steps[name], inner[name]
+            t = time.perf_counter()
+            for _ in range(k):
+                step()
+            samples[name].append((time.perf_counter() - t) / k)
+    return first, samples
+
+
+def _q(xs: list[float], q: float) -> float:
+    return statistics.quantiles(xs, n=4)[0 if q < 0.5 else 2] if len(xs) >= 2 else xs[0]
+
+
+def run_family(family: str, w: Workload, repeats: int, min_time: float, notes: list[str]) -> list[dict]:
+    rows = [r for r in FAMILIES[family] if _usable(r, w, notes)]
+    if not rows:
+        return []
+    steps: dict[str, Any] = {}
+    opts: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for r in [*rows, *PROBES]:
+        try:
+            steps[r.name], opts[r.name] = r.make(w)
+            if r.framework != "probe":
+                steps[r.name]()  # the first step creates the state; fail here, not mid-timing
+        except Exception as e:  # noqa: BLE001 - e.g. a dtype a framework has no kernel for
+            errors[r.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+            steps.pop(r.name, None)
+            if "--debug" in __import__("sys").argv:
+                traceback.print_exc()
+    first, samples = time_rows(steps, repeats, min_time, seed=hash((family, w.layout, w.numel)) & 0xFFFF)
+    n = w.numel
+    roof_bw = [
+        max(PROBE_BYTES[p.name.split(": ")[1]] * n / samples[p.name][i] for p in PROBES)
+        for i in range(repeats)
+    ]
+    # The family's designated baseline, or none (no ratios) when it cannot run this workload.
+    base = FAMILIES[family][0].name if FAMILIES[family][0].name in samples else None
+    out = []
+    for r in [*rows, *PROBES]:
+        rec: dict[str, Any] = {
+            "family": family, "row": r.name, "framework": r.framework, "algo": r.algo,
+            "layout": w.layout, "numel": n, "ntensors": len(w.shapes), "dtype": w.dtype,
+        }
+        if r.name in errors:
+            rec["error"] = errors[r.name]
+            out.append(rec)
+            continue
+        s = samples[r.name]
+        rec.update(median_s=statistics.median(s), q25_s=_q(s, 0.25), q75_s=_q(s, 0.75),
+                   first_step_s=first[r.name], samples_s=s)
+        if r.framework == "probe":
+            rec["bandwidth_gbs"] = PROBE_BYTES[r.name.split(": ")[1]] * n / statistics.median(s) / 1e9
+        else:
+            floor_bytes = FLOOR_BYTES_FP32[r.algo] * w.itemsize / 4 * n
+            rec["floor_bytes"] = floor_bytes
+            rec["roofline_fraction"] = statistics.median(
+                floor_bytes / roof_bw[i] / s[i] for i in range(repeats)
+            )
+            if base is not None:
+                rec["baseline"] = base
+                rec["speedup_vs_baseline"] = statistics.median(
+                    samples[base][i] / s[i] for i in range(repeats)
+                )
+            rec["state_bytes"] = state_bytes(opts.get(r.name))
+        out.append(rec)
+    rec_roof = {"family": family, "row": "roofline", "framework": "probe", "algo": "probe",
+                "layout": w.layout, "numel": n, "ntensors": len(w.shapes), "dtype": w.dtype,
+                "bandwidth_gbs": statistics.median(roof_bw) / 1e9}
+    out.append(rec_roof)
+    del steps, opts
+    return out
+
+
+def run_all(works: list[Workload], families: list[str], repeats: int, min_time: float, *, quick: bool):
+    """Every family on every workload; the fused-path candidates only on their own sizes."""
+    results: list[dict] = []
+    notes: list[str] = []
+    for w in works:
+        for fam in families:
+            if fam == "fused-paths" and not (w.dtype == "float32" and (
+                    w.layout == "many-small" or (w.layout == "one" and w.numel == 16_000_000))):
+                continue
+            t = time.perf_counter()
+            recs = run_family(fam, w, repeats, min_time, notes)
+            results.extend(recs)
+            if recs:
+                print(f"  {fam:12s} {w.layout:10s} {w.dtype:9s} n={w.numel:>11,d} "
+                      f"({time.perf_counter() - t:.1f} s)", flush=True)
+            w.release()
+            gc.collect()
+    return results, {"notes": notes}
