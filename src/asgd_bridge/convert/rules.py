@@ -242,7 +242,7 @@ SAG_RULES: tuple[ArgRule, ...] = (
         "float or regulariser, Paddle's semantics; None means 0.0",
         "-",
     ),
-    ArgRule("grad_clip", "grad_clip", None, Action.CARRY, "Paddle clip objects are accepted", "-"),
+    ArgRule("grad_clip", "grad_clip", None, Action.CARRY, "ClipGradByNorm/GlobalNorm/Value(...) become ('norm'|'global_norm'|'value', ...)", "-"),
     ArgRule("multi_precision", "multi_precision", False, Action.CARRY, "same meaning", "-"),
     ArgRule("name", None, None, Action.DROP, "Paddle's operator-name prefix; no meaning in torch", "-"),
 )

@@ -119,36 +119,56 @@ def _with_keyword(arg: cst.Arg, name: str) -> cst.Arg:
     return arg.with_changes(keyword=_kw(name), equal=equal)
 
 
+def _layout(layout: cst.Comma, comment: cst.Comma | None) -> cst.Comma:
+    """``layout``'s line break and indentation, with the trailing comment of ``comment`` (or none)."""
+    ws = layout.whitespace_after
+    if not isinstance(ws, cst.ParenthesizedWhitespace):
+        return layout
+    first, empty = cst.TrailingWhitespace(), ()
+    if comment is not None and isinstance(comment.whitespace_after, cst.ParenthesizedWhitespace):
+        first, empty = comment.whitespace_after.first_line, comment.whitespace_after.empty_lines
+    return layout.with_changes(whitespace_after=ws.with_changes(first_line=first, empty_lines=empty))
+
+
+def _comma(arg: cst.Arg) -> cst.Comma | None:
+    return arg.comma if isinstance(arg.comma, cst.Comma) else None
+
+
 def _append_args(args: list[cst.Arg], extra: list[cst.Arg]) -> list[cst.Arg]:
-    """Append ``extra`` in the layout of the existing call (one line, or one argument per line)."""
+    """Append ``extra`` in the layout of the existing call (one line, or one argument per line).
+
+    Comments stay on the argument they follow; the new arguments get none.
+    """
     if not extra:
         return args
+    space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
     if not args:
-        return [
-            e.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-            if i < len(extra) - 1
-            else e
-            for i, e in enumerate(extra)
-        ]
-    last = args[-1]
-    if isinstance(last.comma, cst.Comma):  # trailing comma: keep the multi-line layout
-        return [*args, *(e.with_changes(comma=last.comma) for e in extra)]
-    sep = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-    if len(args) > 1 and isinstance(args[-2].comma, cst.Comma):
-        sep = args[-2].comma
-    out = [*args[:-1], last.with_changes(comma=sep)]
-    for i, e in enumerate(extra):
-        out.append(e.with_changes(comma=sep) if i < len(extra) - 1 else e)
-    return out
+        return [e.with_changes(comma=space) for e in extra[:-1]] + [extra[-1]]
+    last, last_comma = args[-1], _comma(args[-1])
+    if last_comma is None:
+        inner = _comma(args[-2]) if len(args) > 1 else None
+        sep = inner if inner is not None else space
+        return [*args[:-1], last.with_changes(comma=sep), *(e.with_changes(comma=sep) for e in extra[:-1]),
+                extra[-1]]
+    # trailing comma: keep its style; on multi-line calls each new argument gets its own line
+    inner_src = _comma(args[-2]) if len(args) > 1 else None
+    inner_src = inner_src if inner_src is not None else last_comma
+    inner = _layout(inner_src, None)
+    body = [*args[:-1], last.with_changes(comma=_layout(inner_src, last_comma))]
+    body += [e.with_changes(comma=inner) for e in extra[:-1]]
+    return [*body, extra[-1].with_changes(comma=_layout(last_comma, None))]
 
 
 def _remove_args(args: list[cst.Arg], drop: set[int]) -> list[cst.Arg]:
-    """Remove the args at indices ``drop``, keeping the last kept argument's comma style."""
+    """Remove the args at indices ``drop``; the new last argument takes over the old last one's layout
+    (trailing comma or not) and keeps its own comment."""
     if not drop:
         return args
     kept = [a for i, a in enumerate(args) if i not in drop]
-    if kept and drop and max(drop) == len(args) - 1:
-        kept[-1] = kept[-1].with_changes(comma=args[-1].comma)
+    if kept and len(args) - 1 in drop:
+        old_last = _comma(args[-1])
+        new_comma = _layout(old_last, _comma(kept[-1])) if old_last is not None else cst.MaybeSentinel.DEFAULT
+        kept[-1] = kept[-1].with_changes(comma=new_comma)
     return kept
 
 
@@ -787,8 +807,13 @@ class PaddleToTorch(_Base):
                 fates.append((rule.source, "", "dropped", rule.reason))
                 continue
             new = _with_keyword(arg, rule.target)
-            if rule.source == "weight_decay" and self._code(arg.value) == "None":
-                new = new.with_changes(value=cst.Float("0.0"))
+            if rule.source in ("weight_decay", "grad_clip"):
+                # metadata (qualified names) lives on the original nodes
+                spec, problem = self._spec(original_node.args[i].value, rule.source)
+                if problem is not None:
+                    self._record(original_node, "report", "(unchanged)", problem)
+                    return updated_node
+                new = new.with_changes(value=spec)
             args[i] = new
             fates.append((rule.source, rule.target, rule.action.value, rule.reason))
         AddImportsVisitor.add_needed_import(self.context, SAG_TARGET[0])
@@ -798,6 +823,31 @@ class PaddleToTorch(_Base):
         return updated_node.with_changes(
             func=_expr(SAG_TARGET[1]), args=_append_args(_remove_args(args, drop), extra)
         )
+
+    def _spec(self, node: cst.BaseExpression, what: str) -> tuple[cst.BaseExpression, str | None]:
+        """A Paddle regulariser or clip object as asgd_bridge.torch.SAG's spec (:data:`SPEC_RULES`)."""
+        if self._code(node) == "None":
+            return (cst.Float("0.0") if what == "weight_decay" else node), None
+        if not isinstance(node, cst.Call):
+            return node, None  # a number, or a value known at run time: SAG validates it
+        kind = next((SPEC_RULES[q] for q in self._qnames(node.func) if q in SPEC_RULES), None)
+        if kind is None or any(a.star for a in node.args):
+            return node, f"{what}={self._code(node)}: no rule to carry it to torch"
+        tag, names = kind
+        values = []
+        for i, arg in enumerate(node.args):
+            if arg.keyword is None and i < len(names):
+                values.append((names[i], arg.value))
+            elif arg.keyword is not None and arg.keyword.value in names:
+                values.append((arg.keyword.value, arg.value))
+            else:
+                return node, f"{what}={self._code(node)}: argument {self._code(arg)} has no torch counterpart"
+        by_name = dict(values)
+        ordered = [by_name[n] for n in names if n in by_name]
+        if tag == "value" and "min" in by_name:
+            ordered = [by_name["min"], by_name["max"]]
+        items = [cst.SimpleString(f'"{tag}"'), *ordered]
+        return cst.Tuple([cst.Element(v) for v in items]), None
 
     def _bare(self, original: cst.BaseExpression, updated: cst.BaseExpression) -> cst.BaseExpression:
         if id(original) in self._handled or not self._names_class(original):
@@ -830,6 +880,15 @@ class PaddleToTorch(_Base):
                     "subclass of paddle.optimizer.ASGD: Paddle internals do not carry to torch",
                 )
 
+
+#: Paddle regulariser/clip classes -> (asgd_bridge.torch.SAG spec tag, their argument names in order).
+SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "paddle.regularizer.L2Decay": ("l2", ("coeff",)),
+    "paddle.regularizer.L1Decay": ("l1", ("coeff",)),
+    "paddle.nn.ClipGradByNorm": ("norm", ("clip_norm",)),
+    "paddle.nn.ClipGradByGlobalNorm": ("global_norm", ("clip_norm",)),
+    "paddle.nn.ClipGradByValue": ("value", ("max", "min")),
+}
 
 DIRECTIONS: dict[str, type[_Base]] = {"paddle": TorchToPaddle, "torch": PaddleToTorch}
 

@@ -1,0 +1,92 @@
+"""``--with-paconvert``: run PaConvert over ASGD Bridge's output so the result is a whole Paddle program.
+
+PaConvert (optional dependency, extra ``convert``) converts the model and data code; ASGD Bridge has already
+rewritten the optimizer code, which PaConvert leaves alone. PaConvert regenerates each file it touches, so
+its comments are lost there (a PaConvert habit); the optimizer mapping is ours either way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import atomic_write, iter_python_files
+
+__all__ = ["PaConvertError", "PaConvertResult", "available", "run_paconvert"]
+
+#: PaConvert prefixes each line it could not convert with this marker.
+UNSUPPORTED_MARK = ">>>>>>"
+
+
+class PaConvertError(RuntimeError):
+    """PaConvert is missing or failed."""
+
+
+@dataclass
+class PaConvertResult:
+    """Files written and lines PaConvert marked as not converted (``path:line`` each)."""
+
+    files: list[Path]
+    unsupported: list[str]
+    log: str
+
+
+def available() -> bool:
+    """Whether PaConvert can be imported."""
+    return importlib.util.find_spec("paconvert") is not None
+
+
+def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConvertResult:
+    """Run PaConvert on ``source`` (a file or tree) and write its ``*.py`` results into ``output`` atomically.
+
+    PaConvert runs in a child process on a staging copy, so its console banner and any crash stay out of
+    this process and a failure leaves ``output`` as it was.
+
+    Raises:
+        PaConvertError: PaConvert is not installed or exited with an error.
+    """
+    if not available():
+        raise PaConvertError(
+            "PaConvert is not installed: pip install 'asgd-bridge[convert]' (or pip install paconvert)"
+        )
+    with tempfile.TemporaryDirectory(prefix="asgd-bridge-paconvert-") as tmp:
+        staged = Path(tmp) / "out"
+        if source.is_dir():
+            staged.mkdir()
+        else:
+            staged = staged.with_suffix(".py")
+        log = Path(tmp) / "paconvert.log"
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from paconvert.main import main; sys.exit(main())",
+            "--in_dir",
+            str(source),
+            "--out_dir",
+            str(staged),
+            "--log_dir",
+            str(log),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        text = log.read_text(errors="replace") if log.exists() else proc.stdout
+        if proc.returncode != 0 or not staged.exists():
+            tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
+            raise PaConvertError(f"PaConvert failed (exit {proc.returncode}):\n{tail}")
+        written: list[Path] = []
+        unsupported: list[str] = []
+        for path in iter_python_files(staged):
+            rel = path.relative_to(staged) if staged.is_dir() else None
+            target = output / rel if rel is not None else output
+            data = path.read_bytes()
+            for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+                if line.lstrip().startswith(UNSUPPORTED_MARK):
+                    unsupported.append(f"{target}:{number}")
+            atomic_write(target, data)
+            written.append(target)
+        shutil.rmtree(staged, ignore_errors=True)
+    return PaConvertResult(written, unsupported, text)
