@@ -740,3 +740,43 @@ def test_invalid_arguments_keep_pytest_honest():
         grad_clip=paddle.nn.ClipGradByNorm(1.0),
     )
     assert opt.param_groups[0]["t0"] == 5.0
+
+
+# --------------------------------------------------------------------------- no host sync
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"t0": 0, "weight_decay": 0.1, "maximize": True, "immediate_lr": True, "bottou_average": True},
+        {"weight_decay": paddle.regularizer.L1Decay(0.01), "multi_precision": True},
+    ],
+    ids=["defaults", "all-flags", "regulariser+multi_precision"],
+)
+def test_step_never_reads_a_tensor_back_to_the_host(kw, monkeypatch):
+    dtype = "float16" if kw.get("multi_precision") else "float32"
+    ps = pparams([np.ones((3, 2)), np.ones(4), np.ones(())], dtype)
+    sched = paddle.optimizer.lr.StepDecay(0.1, step_size=2)
+    opt = ASGD(
+        learning_rate=sched, parameters=[{"params": ps[:1]}, {"params": ps[1:], "learning_rate": 0.5}], **kw
+    )
+    calls = []
+
+    def forbidden(name):
+        def fail(self, *args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"Tensor.{name}() called inside step()")
+
+        return fail
+
+    for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        monkeypatch.setattr(paddle.Tensor, name, forbidden(name))
+    for _ in range(4):
+        for p in ps:
+            p.grad = paddle.full(p.shape, 0.5, dtype=dtype)
+        opt.step()
+        sched.step()
+    monkeypatch.undo()
+    assert calls == []
+    assert int(opt.state[ps[0]]["step"]) == 4
