@@ -64,7 +64,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _make(arr: np.ndarray, dtype: str, to: Framework) -> Any:
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     if to == "torch":
         import torch
 
@@ -72,6 +72,8 @@ def _make(arr: np.ndarray, dtype: str, to: Framework) -> Any:
     import paddle
 
     t = paddle.to_tensor(arr, place=paddle.CPUPlace())
+    if arr.ndim == 0 and t.ndim != 0:  # to_tensor makes 0-d arrays [1]
+        t = t.reshape([])
     return t if _dtype_name(t) == dtype else t.astype(dtype)
 
 

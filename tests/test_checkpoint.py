@@ -1,0 +1,315 @@
+"""Optimizer checkpoints across frameworks: train in one, convert, go on in the other, and land where a run
+that never left the first framework lands (ASGD and SAG, with transposed nn.Linear weights)."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+import pytest
+import torch
+
+from asgd_bridge.checkpoint import CheckpointError, convert_state_dict, detect_kind, target_layout
+from asgd_bridge.checkpoint_cli import register
+from asgd_bridge.paddle import ASGD as PaddleASGD
+from asgd_bridge.paddle import SAG as PaddleSAG
+from asgd_bridge.torch import SAG as TorchSAG
+
+paddle.set_device("cpu")
+
+STEPS = 30
+ASGD_HP = {"lr": 0.05, "lambd": 1e-3, "alpha": 0.75, "t0": 10.0, "weight_decay": 1e-3}
+SAG_HP = {"lr": 0.05, "batch_num": 4, "weight_decay": 1e-3, "grad_clip": ("global_norm", 1.0)}
+
+
+# --------------------------------------------------------------------------- twin models
+
+
+def torch_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    # the middle layer is square, so only the model (not the shapes) says its weight is transposed
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2)
+    )
+
+
+def paddle_model() -> paddle.nn.Layer:
+    return paddle.nn.Sequential(
+        paddle.nn.Linear(4, 3),
+        paddle.nn.Tanh(),
+        paddle.nn.Linear(3, 3),
+        paddle.nn.Tanh(),
+        paddle.nn.Linear(3, 2),
+    )
+
+
+def copy_torch_to_paddle(tm: torch.nn.Module, pm: paddle.nn.Layer) -> None:
+    for tp, pp in zip(tm.parameters(), pm.parameters(), strict=True):
+        arr = tp.detach().numpy()
+        pp.set_value(arr.T.copy() if arr.ndim == 2 else arr.copy())
+
+
+def torch_weights(pm: paddle.nn.Layer) -> list[np.ndarray]:
+    """Paddle parameters in torch's layout."""
+    return [p.numpy().T if p.ndim == 2 else p.numpy() for p in pm.parameters()]
+
+
+def batches(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.standard_normal((8, 4)).astype(np.float32), rng.standard_normal((8, 2)).astype(np.float32))
+        for _ in range(n)
+    ]
+
+
+def train_torch(model: torch.nn.Module, opt: Any, data: list) -> None:
+    for x, y in data:
+        opt.zero_grad()
+        loss = ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
+        loss.backward()
+        opt.step()
+
+
+def train_paddle(model: paddle.nn.Layer, opt: Any, data: list) -> None:
+    for x, y in data:
+        loss = ((model(paddle.to_tensor(x)) - paddle.to_tensor(y)) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+
+
+def make_torch_opt(kind: str, model: torch.nn.Module) -> Any:
+    if kind == "asgd":
+        return torch.optim.ASGD(model.parameters(), **ASGD_HP)
+    return TorchSAG(model.parameters(), **SAG_HP)
+
+
+def make_paddle_opt(kind: str, model: paddle.nn.Layer) -> Any:
+    hp = dict(ASGD_HP if kind == "asgd" else SAG_HP)
+    lr = hp.pop("lr")
+    cls = PaddleASGD if kind == "asgd" else PaddleSAG
+    return cls(learning_rate=lr, parameters=model.parameters(), **hp)
+
+
+def close(a: np.ndarray, b: np.ndarray) -> None:
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def averaged(kind: str, state: dict, i: int, paddle_side: bool) -> np.ndarray | None:
+    if kind != "asgd":
+        return None
+    ax = state["state"][i]["ax"]
+    ax = ax.numpy() if paddle_side else ax.detach().numpy()
+    return ax.T if paddle_side and ax.ndim == 2 else ax
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("kind", ["asgd", "sag"])
+def test_torch_then_paddle_equals_torch_all_along(kind: str) -> None:
+    data = batches(2 * STEPS, seed=1)
+    whole = torch_model()
+    whole_opt = make_torch_opt(kind, whole)
+    train_torch(whole, whole_opt, data)
+
+    first = torch_model()
+    first_opt = make_torch_opt(kind, first)
+    train_torch(first, first_opt, data[:STEPS])
+    pm = paddle_model()
+    copy_torch_to_paddle(first, pm)
+    popt = make_paddle_opt(kind, pm)
+    popt.set_state_dict(convert_state_dict(first_opt.state_dict(), to="paddle", target=pm))
+    train_paddle(pm, popt, data[STEPS:])
+
+    want = [p.detach().numpy() for p in whole.parameters()]
+    assert not np.allclose(want[0], first.state_dict()["0.weight"].numpy())  # the second half moved it
+    for got, w in zip(torch_weights(pm), want, strict=True):
+        close(got, w)
+    for i in range(len(want)):
+        ax_p = averaged(kind, popt.state_dict(), i, paddle_side=True)
+        if ax_p is not None:
+            close(ax_p, averaged(kind, whole_opt.state_dict(), i, paddle_side=False))
+
+
+@pytest.mark.parametrize("kind", ["asgd", "sag"])
+def test_paddle_then_torch_equals_paddle_all_along(kind: str) -> None:
+    data = batches(2 * STEPS, seed=2)
+    tm0 = torch_model()
+    whole = paddle_model()
+    copy_torch_to_paddle(tm0, whole)
+    whole_opt = make_paddle_opt(kind, whole)
+    train_paddle(whole, whole_opt, data)
+
+    first = paddle_model()
+    copy_torch_to_paddle(tm0, first)
+    first_opt = make_paddle_opt(kind, first)
+    train_paddle(first, first_opt, data[:STEPS])
+    tm = torch_model()
+    with torch.no_grad():
+        for tp, w in zip(tm.parameters(), torch_weights(first), strict=True):
+            tp.copy_(torch.tensor(w))
+    topt = make_torch_opt(kind, tm)
+    topt.load_state_dict(convert_state_dict(first_opt.state_dict(), to="torch", target=tm))
+    train_torch(tm, topt, data[STEPS:])
+
+    for got, w in zip(tm.parameters(), torch_weights(whole), strict=True):
+        close(got.detach().numpy(), w)
+    for i in range(len(list(tm.parameters()))):
+        ax_t = averaged(kind, topt.state_dict(), i, paddle_side=False)
+        if ax_t is not None:
+            close(ax_t, averaged(kind, whole_opt.state_dict(), i, paddle_side=True))
+
+
+def test_converted_state_has_the_documented_formats() -> None:
+    tm = torch_model()
+    opt = torch.optim.ASGD(tm.parameters(), **ASGD_HP)
+    train_torch(tm, opt, batches(3, seed=3))
+    out = convert_state_dict(opt.state_dict(), to="paddle", target=paddle_model())
+    entry = out["state"][0]
+    assert isinstance(entry["step"], paddle.Tensor) and entry["step"].shape == []
+    assert entry["step"].dtype == paddle.float32 and float(entry["step"]) == 3.0
+    assert entry["ax"].shape == [4, 3]  # torch [3, 4] transposed
+    group = out["param_groups"][0]
+    assert not {"foreach", "differentiable", "capturable"} & set(group)
+    assert group["immediate_lr"] is False and group["params"] == [0, 1, 2, 3, 4, 5]
+    back = convert_state_dict(out, to="torch", target=tm)
+    assert back["param_groups"][0]["foreach"] is None and back["param_groups"][0]["capturable"] is False
+    torch.testing.assert_close(back["state"][0]["ax"], opt.state_dict()["state"][0]["ax"])
+    assert back["state"][0]["step"].dtype == torch.float32
+
+
+def test_sag_conversion_transposes_every_stored_gradient() -> None:
+    tm = torch_model()
+    opt = TorchSAG(tm.parameters(), lr=0.01, batch_num=3)
+    train_torch(tm, opt, batches(2, seed=4))
+    out = convert_state_dict(opt.state_dict(), to="paddle", target=paddle_model())
+    y_t = opt.state_dict()["state"][0]["y"].numpy()
+    assert out["state"][0]["y"].shape == [3, 4, 3] and out["state"][0]["m"] == 2
+    np.testing.assert_array_equal(out["state"][0]["y"].numpy(), np.swapaxes(y_t, 1, 2))
+    assert out["param_groups"][0]["batch_num"] == 3
+
+
+# --------------------------------------------------------------------------- layout and errors
+
+
+def test_target_layout_finds_linear_weights_in_both_frameworks() -> None:
+    shapes, linear = target_layout(torch_model())
+    assert shapes[2] == (3, 3) and linear == {0, 2, 4}
+    shapes, linear = target_layout(paddle_model())
+    assert shapes[0] == (4, 3) and linear == {0, 2, 4}
+    assert target_layout([(2, 3), [4]]) == ([(2, 3), (4,)], set())
+
+
+def _trained_sag_state() -> dict:
+    p = [torch.nn.Parameter(torch.ones(2, 3)), torch.nn.Parameter(torch.ones(3))]
+    opt = TorchSAG(p, lr=0.1, batch_num=2)
+    for q in p:
+        q.grad = torch.ones_like(q)
+    opt.step()
+    return opt.state_dict()
+
+
+def test_shape_mismatch_names_parameter_and_both_shapes() -> None:
+    with pytest.raises(CheckpointError, match=r"parameter 1: .*\[3\].*\[4\]"):
+        convert_state_dict(_trained_sag_state(), to="paddle", target=[(3, 2), (4,)])
+
+
+def test_parameter_count_mismatch_says_both_counts() -> None:
+    with pytest.raises(CheckpointError, match="2 parameters but the target has 3"):
+        convert_state_dict(_trained_sag_state(), to="paddle", target=[(3, 2), (3,), (1,)])
+
+
+def test_unknown_format_says_what_was_expected() -> None:
+    with pytest.raises(CheckpointError, match="expected an optimizer state dict"):
+        detect_kind({"weights": 1})
+    p = paddle.create_parameter([2], "float32")
+    theirs = paddle.optimizer.ASGD(parameters=[p], batch_num=2)
+    (p * 2).sum().backward()
+    theirs.step()
+    with pytest.raises(CheckpointError, match=r"paddle.optimizer.ASGD's name-keyed"):
+        convert_state_dict(theirs.state_dict(), to="torch")
+
+
+def test_square_shapes_without_a_model_warn_and_explicit_transpose_flips() -> None:
+    p = [torch.nn.Parameter(torch.arange(4.0).reshape(2, 2))]
+    opt = TorchSAG(p, lr=0.1)
+    p[0].grad = torch.arange(4.0).reshape(2, 2)
+    opt.step()
+    with pytest.warns(UserWarning, match="square shape"):
+        kept = convert_state_dict(opt.state_dict(), to="paddle", target=[(2, 2)])
+    np.testing.assert_array_equal(kept["state"][0]["d"].numpy(), p[0].grad.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flipped = convert_state_dict(opt.state_dict(), to="paddle", target=[(2, 2)], transpose=[0])
+    np.testing.assert_array_equal(flipped["state"][0]["d"].numpy(), p[0].grad.numpy().T)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="asgd-bridge")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_torch_file_to_paddle_file_and_back(tmp_path: Path) -> None:
+    tm = torch_model()
+    opt = torch.optim.ASGD(tm.parameters(), **ASGD_HP)
+    train_torch(tm, opt, batches(4, seed=5))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    pm = paddle_model()
+    paddle.save(pm.state_dict(), str(tmp_path / "model.pdparams"))
+    assert cli(["checkpoint", "convert", str(tmp_path / "opt.pt"), str(tmp_path / "opt.pdopt"),
+                "--target-model", str(tmp_path / "model.pdparams"), "--transpose", "2"]) == 0  # fmt: skip
+    loaded = paddle.load(str(tmp_path / "opt.pdopt"))
+    popt = make_paddle_opt("asgd", pm)
+    popt.set_state_dict(loaded)
+    np.testing.assert_allclose(
+        popt.state_dict()["state"][0]["ax"].numpy(), opt.state_dict()["state"][0]["ax"].numpy().T
+    )
+    # back, with explicit shapes and --to (a state dict or shapes cannot tell that the square middle
+    # weight is a Linear's: --transpose says so, both ways)
+    shapes = "[[3, 4], [3], [3, 3], [3], [2, 3], [2]]"
+    assert cli(["checkpoint", "convert", str(tmp_path / "opt.pdopt"), str(tmp_path / "again.bin"),
+                "--to", "torch", "--shapes", shapes, "--transpose", "2"]) == 0  # fmt: skip
+    again = torch.load(tmp_path / "again.bin", weights_only=True)
+    for i, entry in opt.state_dict()["state"].items():
+        torch.testing.assert_close(again["state"][i]["ax"], entry["ax"])
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "again.bin",
+        "model.pdparams",
+        "opt.pdopt",
+        "opt.pt",
+    ]
+
+
+def test_cli_errors_leave_no_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.save(_trained_sag_state(), tmp_path / "sag.pt")
+    out = tmp_path / "sag.pdopt"
+    assert (
+        cli(["checkpoint", "convert", str(tmp_path / "sag.pt"), str(out), "--shapes", "[[3, 3], [3]]"]) == 2
+    )
+    assert "parameter 0" in capsys.readouterr().err
+    torch.save({"weights": torch.ones(2)}, tmp_path / "model.pt")
+    assert cli(["checkpoint", "convert", str(tmp_path / "model.pt"), str(out)]) == 2
+    assert "expected an optimizer state dict" in capsys.readouterr().err
+    assert cli(["checkpoint", "convert", str(tmp_path / "sag.pt"), str(tmp_path / "x.txt")]) == 2
+    assert "--to" in capsys.readouterr().err
+    assert cli(["checkpoint", "convert", str(tmp_path / "missing.pt"), str(out)]) == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["model.pt", "sag.pt"]
+
+
+def test_cli_main_dispatches_checkpoint(tmp_path: Path) -> None:
+    from asgd_bridge.cli import main
+
+    torch.save(_trained_sag_state(), tmp_path / "sag.pt")
+    assert main(["checkpoint", "convert", str(tmp_path / "sag.pt"), str(tmp_path / "sag.pdopt")]) == 0
+    loaded = paddle.load(str(tmp_path / "sag.pdopt"))
+    assert loaded["state"][0]["y"].shape == [2, 2, 3] and loaded["param_groups"][0]["batch_num"] == 2
