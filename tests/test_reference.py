@@ -121,3 +121,11 @@ def test_clipping_matches_paddle_definitions():
     np.testing.assert_allclose(ref.clip_by_global_norm(g, 6.5)[1], [0, 0, 6.0])
     np.testing.assert_allclose(ref.clip_by_value(g, 3.5)[0], [3.0, 3.5])
     np.testing.assert_allclose(ref.l1_decay(np.array([-2.0, 0.0]), np.zeros(2), 0.5), [-0.5, 0])
+
+
+def test_prepared_gradients_negate_then_clip_then_regularise():
+    p, g = [np.array([2.0, -1.0])], [np.array([3.0, -0.5])]
+    out = ref.prepare_gradients(p, g, maximize=True, grad_clip=("value", -1.0, 2.0), regularizer=("l1", 0.1))
+    # -g = [-3, 0.5] -> clipped to [-1, 2] -> [-1, 0.5] -> + 0.1*sign(p)
+    np.testing.assert_allclose(out[0], [-0.9, 0.4])
+    np.testing.assert_allclose(ref.prepare_gradients(p, g, regularizer=("l2", 0.5))[0], [4.0, -1.0])

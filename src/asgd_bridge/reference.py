@@ -29,8 +29,9 @@ SAG (``paddle.optimizer.ASGD``), per parameter, ``m`` counted from 0, ``n = batc
     y[i]  = g
     p     = p - lr * d / min(m + 1, n)
 
-where ``g`` is the gradient after clipping and regularisation (Paddle clips first, then adds the
-regulariser's term). With ``n == 1`` SAG is plain SGD.
+where ``g`` comes from :func:`prepare_gradients`: negated first under ``maximize`` (torch's
+convention, so a regulariser still shrinks the weights), then clipped, then the regulariser's term
+added (Paddle's order). With ``n == 1`` SAG is plain SGD.
 
 References:
     B. T. Polyak and A. B. Juditsky. Acceleration of stochastic approximation by averaging.
@@ -65,6 +66,7 @@ __all__ = [
     "l1_decay",
     "l2_decay",
     "mu_schedule",
+    "prepare_gradients",
     "sag_init",
     "sag_step",
 ]
@@ -184,7 +186,6 @@ def sag_step(
     state: SAGState,
     *,
     lr: float = 1e-3,
-    maximize: bool = False,
 ) -> tuple[np.ndarray, SAGState]:
     r"""One step of SAG (paddle.optimizer.ASGD), returning the new parameter and state.
 
@@ -193,14 +194,13 @@ def sag_step(
         i = m \bmod n,\quad d \leftarrow d - y_i + g,\quad y_i \leftarrow g,\quad
         p \leftarrow p - lr\, \frac{d}{\min(m + 1, n)}
 
-    ``grad`` is the gradient after clipping and regularisation (:func:`clip_by_norm` & co.,
-    :func:`l2_decay`, :func:`l1_decay`); ``maximize`` negates it (an extension: Paddle has none).
-    ``n`` is the number of stored gradients, ``state.y.shape[0]``.
+    ``grad`` is the gradient as :func:`prepare_gradients` returns it (maximize, clipping and
+    regulariser applied). ``n`` is the number of stored gradients, ``state.y.shape[0]``.
 
     References: Schmidt, Le Roux & Bach (2017), see the module docstring.
     """
     n = state.y.shape[0]
-    g = -grad if maximize else grad
+    g = grad
     i = state.m % n
     y = state.y.copy()
     d = state.d - y[i] + g
@@ -239,3 +239,39 @@ def clip_by_global_norm(grads: Sequence[np.ndarray], clip_norm: float) -> list:
     total = float(np.sqrt(sum(float(np.sum(np.abs(g) ** 2)) for g in grads)))
     scale = clip_norm / max(total, clip_norm)
     return [g * scale for g in grads]
+
+
+def prepare_gradients(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    *,
+    maximize: bool = False,
+    grad_clip: tuple | None = None,
+    regularizer: tuple[str, float] | None = None,
+) -> list[np.ndarray]:
+    """The gradients a Paddle-style step consumes, in the order every backend applies them.
+
+    1. ``maximize`` negates the raw gradients (torch's convention: a regulariser still shrinks);
+    2. ``grad_clip`` clips them together: ``("global_norm", c)``, ``("norm", c)``, ``("value", max)``
+       or ``("value", min, max)`` (Paddle's ``ClipGradBy*``);
+    3. ``regularizer`` adds its term: ``("l2", c)`` or ``("l1", c)`` (Paddle's ``L2Decay``/``L1Decay``).
+
+    Torch's float ``weight_decay`` of averaged SGD is not a regulariser here: :func:`asgd_step` adds
+    it itself, after this preparation.
+    """
+    gs = [-g for g in grads] if maximize else list(grads)
+    if grad_clip is not None:
+        kind, *args = grad_clip
+        if kind == "global_norm":
+            gs = clip_by_global_norm(gs, *args)
+        elif kind == "norm":
+            gs = clip_by_norm(gs, *args)
+        elif kind == "value":
+            gs = clip_by_value(gs, args[-1], args[0] if len(args) == 2 else None)
+        else:
+            raise ValueError(f"Invalid grad_clip kind: {kind!r} (expected global_norm, norm or value)")
+    if regularizer is not None:
+        kind, coeff = regularizer
+        decay = {"l2": l2_decay, "l1": l1_decay}[kind]
+        gs = [decay(p, g, coeff) for p, g in zip(params, gs, strict=True)]
+    return gs
