@@ -97,7 +97,7 @@ def _paddle_param(value: np.ndarray, dtype: str) -> paddle.Tensor:
 def reference_run(
     params0: list[np.ndarray], grads_seq: list[list[np.ndarray]], case: dict[str, Any]
 ) -> list[np.ndarray]:
-    """The specification, composed as documented: negate (maximize), clip, regularise, sag_step."""
+    """The specification: ``prepare_gradients`` (negate, clip, regularise), then ``sag_step``."""
     lr = case.get("lr", 1e-3)
     n = case.get("batch_num", 1)
     kind, coeff = ("l2", 0.0)
@@ -109,19 +109,13 @@ def reference_run(
     params = [p.astype(np.float64) for p in params0]
     states = [ref.sag_init(p, n) for p in params]
     for grads in grads_seq:
-        gs = [-g if case.get("maximize") else g for g in grads]
-        clip = case.get("grad_clip")
-        if clip is not None:
-            if clip[0] == "global_norm":
-                gs = ref.clip_by_global_norm(gs, clip[1])
-            elif clip[0] == "norm":
-                gs = ref.clip_by_norm(gs, clip[1])
-            elif len(clip) == 2:
-                gs = ref.clip_by_value(gs, clip[1])
-            else:
-                gs = ref.clip_by_value(gs, clip[2], clip[1])
-        decay = ref.l1_decay if kind == "l1" else ref.l2_decay
-        gs = [decay(p, g, coeff) for p, g in zip(params, gs, strict=True)]
+        gs = ref.prepare_gradients(
+            params,
+            grads,
+            maximize=bool(case.get("maximize")),
+            grad_clip=case.get("grad_clip"),
+            regularizer=(kind, coeff),
+        )
         out = [ref.sag_step(p, g, s, lr=lr) for p, g, s in zip(params, gs, states, strict=True)]
         params, states = [o[0] for o in out], [o[1] for o in out]
     return params
