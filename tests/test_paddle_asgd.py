@@ -305,18 +305,30 @@ def test_set_lr_reaches_every_group_like_a_torch_lr_assignment():
 # --------------------------------------------------------------------------- clipping and regularisers
 
 
-CLIPS = [
-    (lambda: paddle.nn.ClipGradByValue(0.5), lambda gs: ref.clip_by_value(gs, 0.5)),
-    (lambda: paddle.nn.ClipGradByValue(0.3, min=-0.8), lambda gs: ref.clip_by_value(gs, 0.3, -0.8)),
-    (lambda: paddle.nn.ClipGradByNorm(1.0), lambda gs: ref.clip_by_norm(gs, 1.0)),
-    (lambda: paddle.nn.ClipGradByGlobalNorm(1.5), lambda gs: ref.clip_by_global_norm(gs, 1.5)),
+CLIPS = [  # (Paddle's clip, reference.prepare_gradients' spec of it)
+    (lambda: paddle.nn.ClipGradByValue(0.5), ("value", 0.5)),
+    (lambda: paddle.nn.ClipGradByValue(0.3, min=-0.8), ("value", -0.8, 0.3)),
+    (lambda: paddle.nn.ClipGradByNorm(1.0), ("norm", 1.0)),
+    (lambda: paddle.nn.ClipGradByGlobalNorm(1.5), ("global_norm", 1.5)),
 ]
+
+
+def prepared(case, clip=None, regularizer=None):
+    """Reference gradients (negate, clip, regularise) and the case left for asgd_step."""
+
+    def grad_fn(xs, gs):
+        return ref.prepare_gradients(
+            xs, [np.asarray(g) for g in gs], maximize=case.get("maximize", False),
+            grad_clip=clip, regularizer=regularizer,
+        )
+
+    return grad_fn, {**case, "maximize": False}
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=["value", "value-min", "norm", "global-norm"])
 @pytest.mark.parametrize("grouped", [False, True], ids=["list", "groups"])
 def test_grad_clip_follows_reference(clip, grouped):
-    make_clip, ref_clip = clip
+    make_clip, clip_spec = clip
     x0, grads = make_values(71, shapes=SHAPES, steps=40)
     case = {"lr": 0.05, "t0": 5, "weight_decay": 0.1, "maximize": True}
     # float32: Paddle has no float64 CPU kernel for ClipGradByNorm (clip_by_norm)
@@ -325,7 +337,8 @@ def test_grad_clip_follows_reference(clip, grouped):
     ps = pparams(x0, "float32")
     parameters = [{"params": ps[:2]}, {"params": ps[2:]}] if grouped else ps
     run_paddle(case, {}, x0, grads, params=ps, parameters=parameters, grad_clip=make_clip())
-    xs, _ = run_reference(case, {}, x0, grads, grad_fn=lambda xs, gs: ref_clip([np.asarray(g) for g in gs]))
+    grad_fn, ref_case = prepared(case, clip=clip_spec)
+    xs, _ = run_reference(ref_case, {}, x0, grads, grad_fn=grad_fn)
     assert_close([np_of(p) for p in ps], xs, RTOL32)
     # the clip really acted
     unclipped, _ = run_reference(case, {}, x0, grads)
@@ -333,30 +346,30 @@ def test_grad_clip_follows_reference(clip, grouped):
 
 
 REGS = [
-    (lambda: paddle.regularizer.L2Decay(0.1), ref.l2_decay, 0.1),
-    (lambda: paddle.regularizer.L1Decay(0.05), ref.l1_decay, 0.05),
+    (lambda: paddle.regularizer.L2Decay(0.1), ("l2", 0.1)),
+    (lambda: paddle.regularizer.L1Decay(0.05), ("l1", 0.05)),
 ]
 
 
 @pytest.mark.parametrize("maximize", [False, True])
 @pytest.mark.parametrize("reg", REGS, ids=["L2Decay", "L1Decay"])
 def test_regularizer_objects_are_paddle_regularisers(reg, maximize):
-    make_reg, ref_reg, coeff = reg
+    make_reg, reg_spec = reg
     x0, grads = make_values(81, steps=40)
     case = {"lr": 0.05, "lambd": 0.01, "t0": 4, "maximize": maximize}
     clip = CLIPS[3]
     ps, _ = run_paddle(case, {}, x0, grads, dtype="float64", weight_decay=make_reg(), grad_clip=clip[0]())
 
-    def grad_fn(xs, gs):  # Paddle: clip, then add the regulariser's term; maximize negates the sum
-        return [ref_reg(x, g, coeff) for x, g in zip(xs, clip[1](gs), strict=True)]
-
-    xs, _ = run_reference(case, {}, x0, grads, grad_fn=grad_fn)
+    # maximize negates the raw gradient, Paddle clips, then adds the regulariser's term
+    grad_fn, ref_case = prepared(case, clip=clip[1], regularizer=reg_spec)
+    xs, _ = run_reference(ref_case, {}, x0, grads, grad_fn=grad_fn)
     for pp, x in zip(ps, xs, strict=True):
         assert_close(np_of(pp), x, RTOL64)
 
 
-def test_float_weight_decay_is_torchs_not_a_regulariser():
-    # Under maximize the two differ: torch adds wd*p after negating the gradient.
+def test_weight_decay_shrinks_under_maximize_as_float_or_l2decay():
+    # maximize negates the raw gradient first (torch's convention), so torch's float weight decay and
+    # Paddle's L2Decay both still shrink the weights, and agree.
     x0, grads = make_values(91, shapes=[(4,)], steps=30)
     case = {"lr": 0.05, "maximize": True}
     torch_style, _ = run_paddle({**case, "weight_decay": 0.1}, {}, x0, grads, dtype="float64")
@@ -365,7 +378,9 @@ def test_float_weight_decay_is_torchs_not_a_regulariser():
     )
     xs, _ = run_reference({**case, "weight_decay": 0.1}, {}, x0, grads)
     assert_close(np_of(torch_style[0]), xs[0], RTOL64)
-    assert not np.allclose(np_of(paddle_style[0]), xs[0])
+    assert_close(np_of(paddle_style[0]), xs[0], RTOL64)
+    growing, _ = run_reference({**case, "weight_decay": -0.1}, {}, x0, grads)
+    assert not np.allclose(np_of(paddle_style[0]), growing[0])
 
 
 @pytest.mark.parametrize("opt_wd", [0.5, paddle.regularizer.L2Decay(0.5)], ids=["float", "L2Decay"])

@@ -144,7 +144,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
 
     Per parameter, step ``t`` counted from 1 (:func:`asgd_bridge.reference.asgd_step`)::
 
-        g    = -grad if maximize else grad         (grad: clipped, plus any Paddle regulariser)
+        g    = reg(clip(-grad if maximize else grad))   (reference.prepare_gradients)
         g    = g + weight_decay * p                (float weight_decay: torch's, after negation)
         p    = p * (1 - lambd * eta) - eta * g
         ax   = ax + mu * (p - ax)                  (a copy when mu == 1)
@@ -171,7 +171,8 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         grad_clip: ``ClipGradByValue`` / ``ClipGradByNorm`` / ``ClipGradByGlobalNorm``, applied to the
             raw gradients of all parameters together (global norm over every group), before any
             regulariser.
-        maximize: maximise the objective.
+        maximize: maximise the objective: the raw gradient is negated first, before clipping and
+            any regulariser (torch's convention, so weight decay still shrinks the weights).
         multi_precision: keep float32 master weights for float16/bfloat16 parameters (the update
             runs on the master; without it such parameters are updated through a float32 copy).
             ``ax`` stays in the parameter's dtype (the state-dict contract, and torch's choice):
@@ -377,7 +378,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            work: list[tuple[int, Tensor, Tensor]] = []
+            work: list[tuple[int, Tensor, Tensor, bool]] = []
             for index, group in enumerate(self._groups):
                 for p in group["params"]:
                     grad = None if p.stop_gradient else p.grad
@@ -387,15 +388,28 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                         raise RuntimeError("ASGD does not support sparse (SelectedRows) gradients")
                     if p.dtype in _LOW_PRECISION:
                         grad = grad.astype("float32")
-                    work.append((index, p, grad))
+                    # maximize negates the raw gradient before clipping and regularisers
+                    # (reference.prepare_gradients); without those, the update uses -eta instead.
+                    negated = group["maximize"] and self._negate_first(p, index)
+                    work.append((index, p, -grad if negated else grad, negated))
             if self._grad_clip is not None and work:
-                clipped = {id(p): g for p, g in self._grad_clip([(p, g) for _, p, g in work])}
-                work = [(index, p, clipped.get(id(p), g)) for index, p, g in work]
-            for index, p, grad in work:
-                self._update(p, grad, self._groups[index], self._extras[index])
+                clipped = {id(p): g for p, g in self._grad_clip([(p, g) for _, p, g, _ in work])}
+                work = [(index, p, clipped.get(id(p), g), neg) for index, p, g, neg in work]
+            for index, p, grad, negated in work:
+                self._update(p, grad, self._groups[index], self._extras[index], negated)
         return loss
 
-    def _update(self, p: Tensor, grad: Tensor, group: dict[str, Any], extras: _GroupExtras) -> None:
+    def _negate_first(self, p: Tensor, index: int) -> bool:
+        """Whether a clip or a regulariser sees this parameter's gradient (so it is negated up front)."""
+        return (
+            self._grad_clip is not None
+            or getattr(p, "regularizer", None) is not None
+            or self._extras[index].regularizer is not None
+        )
+
+    def _update(
+        self, p: Tensor, grad: Tensor, group: dict[str, Any], extras: _GroupExtras, negated: bool
+    ) -> None:
         lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
         lr = group["lr"] * _param_lr_multiplier(p)
         st = self.state.get(p)
@@ -424,7 +438,8 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         decay = 1.0 - lambd * eta - eta * wd
         if decay != 1.0:
             _C_ops.scale_(w, decay, 0.0, True)
-        _C_ops.sgd_(w, self._scalar(-eta if group["maximize"] else eta, w.dtype), grad, None, False)
+        negate_here = group["maximize"] and not negated
+        _C_ops.sgd_(w, self._scalar(-eta if negate_here else eta, w.dtype), grad, None, False)
         if low:
             paddle.assign(w.astype(p.dtype), output=p)
 
