@@ -34,9 +34,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     where.add_argument("-o", "--output", type=Path, help="write the converted file or tree here")
     where.add_argument("--in-place", action="store_true", help="rewrite the input files")
     parser.add_argument("--diff", action="store_true", help="print a unified diff; write nothing")
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 if any file would change"
-    )
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="save the decisions as JSON")
     parser.add_argument(
         "--to",

@@ -16,7 +16,14 @@ from typing import Any
 
 from .transform import Change, convert_source
 
-__all__ = ["FileOutcome", "atomic_write", "convert_file", "convert_paths", "iter_python_files", "unified_diff"]
+__all__ = [
+    "FileOutcome",
+    "atomic_write",
+    "convert_file",
+    "convert_paths",
+    "iter_python_files",
+    "unified_diff",
+]
 
 _SKIP_DIRS = frozenset({"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", "node_modules"})
 

@@ -148,8 +148,12 @@ def _append_args(args: list[cst.Arg], extra: list[cst.Arg]) -> list[cst.Arg]:
     if last_comma is None:
         inner = _comma(args[-2]) if len(args) > 1 else None
         sep = inner if inner is not None else space
-        return [*args[:-1], last.with_changes(comma=sep), *(e.with_changes(comma=sep) for e in extra[:-1]),
-                extra[-1]]
+        return [
+            *args[:-1],
+            last.with_changes(comma=sep),
+            *(e.with_changes(comma=sep) for e in extra[:-1]),
+            extra[-1],
+        ]
     # trailing comma: keep its style; on multi-line calls each new argument gets its own line
     inner_src = _comma(args[-2]) if len(args) > 1 else None
     inner_src = inner_src if inner_src is not None else last_comma

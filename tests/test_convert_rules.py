@@ -1,0 +1,548 @@
+# ruff: noqa: E501  (before/after pairs hold converted lines as the converter writes them)
+"""Before/after source pairs for the converter (libcst's assertCodemod habit), must-not-change pairs first."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from asgd_bridge.convert.rules import (
+    ASGD_RULES,
+    GROUP_KEY_RULES,
+    SAG_RULES,
+    Action,
+    positional_names,
+    sgd_weight_decay,
+)
+from asgd_bridge.convert.transform import convert_source
+from asgd_bridge.hyperparams import ASGD_DEFAULTS, SAG_DEFAULTS
+
+
+def _d(src: str) -> str:
+    return textwrap.dedent(src).lstrip("\n")
+
+
+# ----------------------------------------------------------------------------------------------- no-ops
+NOOPS = {
+    "no_asgd": "import torch\nopt = torch.optim.SGD(model.parameters(), lr=0.1)  # note\n",
+    "other_optimizers": "from torch.optim import Adam, SGD\nopt = Adam(params)\n",
+    "local_class_named_asgd": "class ASGD:\n    pass\n\n\nopt = ASGD(params, lr=0.1)\n",
+    "unrelated_module_asgd": "import mylib\n\nopt = mylib.ASGD(params, lr=0.1)\n",
+    "string_mentions": 'doc = "torch.optim.ASGD is averaged SGD"  # ASGD\n',
+    "attribute_named_asgd": "self.ASGD = 3\nprint(cfg.ASGD)\n",
+    "paddle_asgd_left_alone_to_paddle": "import paddle\n\nopt = paddle.optimizer.ASGD(parameters=ps)\n",
+    "torch_asgd_left_alone_to_torch": "import torch\n\nopt = torch.optim.ASGD(params)\n",
+    "unknown_keyword_reported": "import torch\n\nopt = torch.optim.ASGD(model.parameters(), momentum=0.9)\n",
+    "too_many_positional": "import torch\n\nopt = torch.optim.ASGD(p, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)\n",
+    "missing_params": "import torch\n\nopt = torch.optim.ASGD(lr=0.1)\n",
+    "already_converted": _d("""
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.01, weight_decay=0.0)
+        """),
+    "runtime_already_wrapped": _d("""
+        import asgd_bridge.convert.runtime
+
+        x = asgd_bridge.convert.runtime.param_groups(optimizer)[0]
+        """),
+    "shadowed_by_assignment": "ASGD = make_optimizer\nopt = ASGD(params)\n",
+    "star_import": "from torch.optim import *\nopt = ASGD(params)\n",
+    "crlf_file_without_asgd": "import torch\r\nx = 1\r\n",
+    "paddle_subclass_reported_to_torch": _d("""
+        import paddle
+
+
+        class Mine(paddle.optimizer.ASGD):
+            pass
+        """),
+    "comment_mentions_only": "# switch to ASGD later\nopt = torch.optim.SGD(p)\nopt.param_groups[0]['lr'] = 1\n",
+    "parameter_shadows_name": "from torch.optim import ASGD\n\n\ndef f(ASGD):\n    return ASGD\n",
+    "unused_import_only": "from torch.optim import ASGD  # for later\n",
+    "relative_import_like_torch_itself": "from .asgd import ASGD\n\nopt = ASGD(p)\n",
+    "paddle_sgd_to_torch": "import paddle\n\nopt = paddle.optimizer.SGD(parameters=ps)  # ASGD later\n",
+    "paddle_without_parameters_to_torch": "import paddle\n\nopt = paddle.optimizer.ASGD()\n",
+    "paddle_unknown_regulariser_to_torch": _d("""
+        import paddle
+
+        opt = paddle.optimizer.ASGD(parameters=ps, weight_decay=MyDecay(0.1))
+        """),
+}
+NOOP_DIRECTION = {k: "torch" for k in NOOPS if k.endswith("_to_torch")}
+
+
+@pytest.mark.parametrize("name", list(NOOPS))
+def test_must_not_change(name: str) -> None:
+    src = NOOPS[name]
+    result = convert_source(src, to=NOOP_DIRECTION.get(name, "paddle"))
+    assert result.code == src
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("unknown_keyword_reported", "momentum"),
+        ("too_many_positional", "too many positional"),
+        ("missing_params", "params is missing"),
+        ("paddle_subclass_reported_to_torch", "subclass"),
+        ("paddle_without_parameters_to_torch", "parameters missing"),
+        ("paddle_unknown_regulariser_to_torch", "no rule"),
+    ],
+)
+def test_unconvertible_calls_are_reported_not_dropped(name: str, reason: str) -> None:
+    result = convert_source(NOOPS[name], to=NOOP_DIRECTION.get(name, "paddle"))
+    assert [c.kind for c in result.changes] == ["report"]
+    assert reason in result.changes[0].reason
+
+
+# ----------------------------------------------------------------------------------------------- rewrites
+PAIRS = {
+    "keyword_defaults_written_out": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.parameters())
+        opt.step()
+        print(opt.state_dict())
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.01, weight_decay=0.0)
+        opt.step()
+        print(opt.state_dict())
+        """,
+    ),
+    "import_torch_optim_as_optim_keeps_comment": (
+        """
+        import torch.optim as optim
+
+        opt = optim.ASGD(model.parameters(), lr=0.1)  # tuned
+        use(opt)
+        """,
+        """
+        import torch.optim as optim
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.1, weight_decay=0.0)  # tuned
+        use(opt)
+        """,
+    ),
+    "from_torch_import_optim_all_keywords": (
+        """
+        from torch import optim
+
+        opt = optim.ASGD(params, lr=0.1, lambd=1e-3, alpha=0.5, t0=10, weight_decay=1e-2)
+        use(opt)
+        """,
+        """
+        from torch import optim
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=params, learning_rate=0.1, lambd=1e-3, alpha=0.5, t0=10, weight_decay=1e-2)
+        use(opt)
+        """,
+    ),
+    "from_import_as_removes_unused_import": (
+        """
+        from torch.optim import ASGD as Averaged
+        from torch.optim import SGD
+
+        opt = Averaged(model.parameters(), lr=0.1)
+        use(opt)
+        """,
+        """
+        from torch.optim import SGD
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.1, weight_decay=0.0)
+        use(opt)
+        """,
+    ),
+    "module_path_torch_optim_asgd": (
+        """
+        import torch
+
+        opt = torch.optim.asgd.ASGD(model.parameters(), 0.05, 0.0, 0.75, 0.0, 1e-5)
+        use(opt)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.05, lambd=0.0, alpha=0.75, t0=0.0, weight_decay=1e-5)
+        use(opt)
+        """,
+    ),
+    "every_argument_positional": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.parameters(), 0.1, 1e-4, 0.75, 1e6, 1e-5, None, True, False, False)
+        use(opt)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=0.1, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=1e-5, maximize=True)
+        use(opt)
+        """,
+    ),
+    "multiline_switches_dropped_comments_kept": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(
+            model.parameters(),  # all of them
+            lr=0.1,  # base lr
+            foreach=True,
+            differentiable=False,
+        )
+        use(opt)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(
+            parameters=model.parameters(),  # all of them
+            learning_rate=0.1,  # base lr
+            weight_decay=0.0,
+        )
+        use(opt)
+        """,
+    ),
+    "param_groups_own_lr_and_weight_decay": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(
+            [{"params": enc.parameters(), "lr": 0.5, "weight_decay": 1e-3, "foreach": False},
+             {"params": dec.parameters()}],
+            lr=0.1,
+        )
+        use(opt)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(
+            parameters=[{"params": enc.parameters(), "lr": 0.5, "weight_decay": 1e-3},
+             {"params": dec.parameters()}],
+            learning_rate=0.1,
+            weight_decay=0.0,
+        )
+        use(opt)
+        """,
+    ),
+    "kwargs_from_config_mapped_at_run_time": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.parameters(), **config["optim"])
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+
+        opt = asgd_bridge.convert.runtime.TorchASGD(model.parameters(), **config["optim"])
+        """,
+    ),
+    "sgd_exact_when_lambd_is_zero": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.parameters(), lr=0.1, lambd=0.0, weight_decay=1e-4)
+        for x in data:
+            opt.zero_grad()
+            opt.step()
+        """,
+        """
+        import torch
+        import paddle
+
+        opt = paddle.optimizer.SGD(parameters=model.parameters(), learning_rate=0.1, weight_decay=0.0001)
+        for x in data:
+            opt.zero_grad()
+            opt.step()
+        """,
+    ),
+    "sgd_exact_when_alpha_is_zero_lambd_folded": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.parameters(), lr=0.1, lambd=0.5, alpha=0, t0=0)
+        opt.step()
+        """,
+        """
+        import torch
+        import paddle
+
+        opt = paddle.optimizer.SGD(parameters=model.parameters(), learning_rate=0.1, weight_decay=0.5)
+        opt.step()
+        """,
+    ),
+    "bare_reference_takes_torch_arguments": (
+        """
+        import torch
+
+        OPTIMIZERS = {"asgd": torch.optim.ASGD, "sgd": torch.optim.SGD}
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+
+        OPTIMIZERS = {"asgd": asgd_bridge.convert.runtime.TorchASGD, "sgd": torch.optim.SGD}
+        """,
+    ),
+    "isinstance_and_annotation_get_the_class": (
+        """
+        import torch
+
+
+        def averaged(opt: torch.optim.ASGD) -> bool:
+            return isinstance(opt, torch.optim.ASGD)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+
+        def averaged(opt: asgd_bridge.paddle.ASGD) -> bool:
+            return isinstance(opt, asgd_bridge.paddle.ASGD)
+        """,
+    ),
+    "subclass_and_super_init_keywords": (
+        """
+        import torch
+
+
+        class NTASGD(torch.optim.ASGD):
+            \"\"\"Non-monotonically triggered ASGD.\"\"\"
+
+            def __init__(self, params, lr=1.0, weight_decay=0.0):
+                super().__init__(params=params, lr=lr, lambd=0.0, t0=0, weight_decay=weight_decay)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+
+        class NTASGD(asgd_bridge.paddle.ASGD):
+            \"\"\"Non-monotonically triggered ASGD.\"\"\"
+
+            def __init__(self, params, lr=1.0, weight_decay=0.0):
+                super().__init__(parameters=params, learning_rate=lr, lambd=0.0, t0=0, weight_decay=weight_decay)
+        """,
+    ),
+    "subclass_explicit_base_init": (
+        """
+        from torch.optim import ASGD
+
+
+        class Mine(ASGD):
+            def __init__(self, params):
+                ASGD.__init__(self, params, 0.1)
+        """,
+        """
+        import asgd_bridge.paddle
+
+
+        class Mine(asgd_bridge.paddle.ASGD):
+            def __init__(self, params):
+                asgd_bridge.paddle.ASGD.__init__(self, parameters=params, learning_rate=0.1, weight_decay=0.0)
+        """,
+    ),
+    "subclass_forwarding_star_args_keeps_torch_signature": (
+        """
+        import torch
+
+
+        class Mine(torch.optim.ASGD):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+
+
+        class Mine(asgd_bridge.convert.runtime.TorchASGD):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+        """,
+    ),
+    "awd_lstm_switch_param_groups_work_in_both_phases": (
+        """
+        import torch
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
+        if 't0' not in optimizer.param_groups[0] and stalled:
+            optimizer = torch.optim.ASGD(model.parameters(), lr=lr, t0=0, lambd=0., weight_decay=wd)
+        optimizer.param_groups[0]['lr'] = lr * seq_len / bptt
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)
+        if 't0' not in asgd_bridge.convert.runtime.param_groups(optimizer)[0] and stalled:
+            optimizer = asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=lr, t0=0, lambd=0., weight_decay=wd)
+        asgd_bridge.convert.runtime.param_groups(optimizer)[0]['lr'] = lr * seq_len / bptt
+        """,
+    ),
+    "named_parameters_stripped_at_run_time": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(model.named_parameters(), lr=0.1)
+        use(opt)
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=asgd_bridge.convert.runtime.torch_param_groups(model.named_parameters()), learning_rate=0.1, weight_decay=0.0)
+        use(opt)
+        """,
+    ),
+    "paddle_to_torch_sag": (
+        """
+        import paddle
+
+        opt = paddle.optimizer.ASGD(learning_rate=0.01, batch_num=4, parameters=model.parameters(), weight_decay=None, name="x")
+        """,
+        """
+        import paddle
+        import asgd_bridge.torch
+
+        opt = asgd_bridge.torch.SAG(lr=0.01, batch_num=4, params=model.parameters(), weight_decay=0.0)
+        """,
+    ),
+    "paddle_to_torch_positional_regulariser_and_clip": (
+        """
+        from paddle.optimizer import ASGD
+        from paddle.regularizer import L1Decay
+        import paddle
+
+        opt = ASGD(0.1, 2, model.parameters(), L1Decay(1e-4), paddle.nn.ClipGradByValue(1.0, min=-0.5))
+        """,
+        """
+        from paddle.regularizer import L1Decay
+        import paddle
+        import asgd_bridge.torch
+
+        opt = asgd_bridge.torch.SAG(lr=0.1, batch_num=2, params=model.parameters(), weight_decay=("l1", 1e-4), grad_clip=("value", -0.5, 1.0))
+        """,
+    ),
+    "paddle_to_torch_default_lr_written": (
+        """
+        import paddle
+
+        opt = paddle.optimizer.ASGD(parameters=ps, grad_clip=paddle.nn.ClipGradByGlobalNorm(clip_norm=1.0))
+        """,
+        """
+        import paddle
+        import asgd_bridge.torch
+
+        opt = asgd_bridge.torch.SAG(params=ps, grad_clip=("global_norm", 1.0), lr=0.001)
+        """,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_rewrite(name: str) -> None:
+    before, after = (_d(s) for s in PAIRS[name])
+    to = "torch" if name.startswith("paddle_to_torch") else "paddle"
+    result = convert_source(before, to=to)
+    assert result.code == after
+    assert not result.reports
+    assert convert_source(result.code, to=to).code == result.code  # converting twice changes nothing
+
+
+def test_more_noops_than_rewrites() -> None:
+    assert len(NOOPS) >= len(PAIRS)
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_lines_outside_rewritten_calls_are_byte_identical(name: str) -> None:
+    before = _d(PAIRS[name][0]).replace("\n", "\n# keep me\n", 1)
+    to = "torch" if name.startswith("paddle_to_torch") else "paddle"
+    after = convert_source(before, to=to).code
+    assert "# keep me\n" in after
+
+
+def test_crlf_line_endings_survive() -> None:
+    src = "import torch\r\nopt = torch.optim.ASGD(p)  # x\r\nuse(opt)\r\n"
+    out = convert_source(src).code
+    assert out.count("\r\n") == out.count("\n") and "# x\r\n" in out
+
+
+# ----------------------------------------------------------------------------------------------- the table
+def test_every_torch_argument_has_a_row_in_torch_order() -> None:
+    import inspect
+
+    import torch
+    names = [n for n in inspect.signature(torch.optim.ASGD.__init__).parameters if n != "self"]
+    assert list(positional_names(ASGD_RULES)) == names
+
+
+def test_every_paddle_argument_has_a_row_in_paddle_order() -> None:
+    import inspect
+
+    import paddle
+    names = [n for n in inspect.signature(paddle.optimizer.ASGD.__init__).parameters if n != "self"]
+    assert list(positional_names(SAG_RULES)) == names
+
+
+def test_defaults_come_from_hyperparams() -> None:
+    for rule in ASGD_RULES:
+        if rule.source in ASGD_DEFAULTS:
+            assert rule.default == ASGD_DEFAULTS[rule.source]
+    assert SAG_RULES[0].default == SAG_DEFAULTS["lr"]
+
+
+def test_no_row_drops_without_a_reason() -> None:
+    for rule in (*ASGD_RULES, *SAG_RULES, *GROUP_KEY_RULES):
+        assert rule.reason
+        if rule.action is Action.DROP:
+            assert rule.target is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"lambd": 0.0, "alpha": 0.75, "weight_decay": 1e-3}, 1e-3),
+        ({"lambd": 0.5, "alpha": 0.0, "weight_decay": 0.0}, 0.5),
+        ({"lambd": 1e-4, "alpha": 0.75, "weight_decay": 0.0}, None),
+        ({"lambd": 0.0, "alpha": 0.75, "weight_decay": 0.0, "maximize": True}, None),
+    ],
+)
+def test_sgd_exactness_rule(values: dict, expected: float | None) -> None:
+    assert sgd_weight_decay(values) == expected
+
+
+def test_sgd_exactness_matches_the_reference_steps() -> None:
+    """The SGD fast path is exact in float64: torch's ASGD step equals SGD with wd = lambd + wd."""
+    import numpy as np
+
+    from asgd_bridge.reference import asgd_init, asgd_step
+
+    rng = np.random.default_rng(0)
+    for lambd, alpha in ((0.0, 0.75), (0.3, 0.0)):
+        p = rng.standard_normal(5)
+        q = p.copy()
+        state = asgd_init(p, 0.1)
+        wd = sgd_weight_decay({"lambd": lambd, "alpha": alpha, "weight_decay": 0.01})
+        assert wd is not None
+        for _ in range(20):
+            g = rng.standard_normal(5)
+            p, state = asgd_step(p, g, state, lr=0.1, lambd=lambd, alpha=alpha, weight_decay=0.01)
+            q = q - 0.1 * (g + wd * q)
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-12)
