@@ -238,8 +238,9 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
         *[f"- {k}: {v}" for k, v in ot.items() if k != "notes"],
         *[f"- {n}" for n in ot.get("notes", [])],
         "",
-        "First steps (state creation; for `fused=True` also the first kernel load in the process), "
-        "fp32, largest one-tensor size:",
+        "First steps (state creation; for `fused=True` also the first kernel load in the process; for "
+        "the torch.compile candidate its compilation), fp32, largest one-tensor size and the fused-path "
+        "candidates:",
         "",
     ]
     ones = [r for r in doc["results"] if r.get("layout") == "one" and r.get("dtype") == "float32"
@@ -247,8 +248,9 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
     if ones:
         nmax = max(r["numel"] for r in ones)
         L += ["| row | first step ms | steady step ms |", "|---|---|---|"]
-        L += [f"| {r['row']} | {r['first_step_s'] * 1e3:.1f} | {r['median_s'] * 1e3:.2f} |"
-              for r in ones if r["numel"] == nmax]
+        L += [f"| {r['row']} ({_fmt_n(r['numel'])}) | {r['first_step_s'] * 1e3:.1f} | "
+              f"{r['median_s'] * 1e3:.2f} |"
+              for r in ones if r["numel"] == nmax or r["family"] == "fused-paths"]
         L.append("")
     L += [
         "## The fused path (`asgd_bridge.torch.ASGD(..., fused=True)`)",

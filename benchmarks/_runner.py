@@ -8,7 +8,6 @@ import random
 import statistics
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +119,7 @@ def run_family(family: str, w: Workload, repeats: int, min_time: float, notes: l
         except Exception as e:  # noqa: BLE001 - e.g. a dtype a framework has no kernel for
             errors[r.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
             steps.pop(r.name, None)
-            if "--debug" in __import__("sys").argv:
-                traceback.print_exc()
+            print(f"error: {r.name}: {errors[r.name]}")
     first, samples = time_rows(steps, repeats, min_time, seed=hash((family, w.layout, w.numel)) & 0xFFFF)
     n = w.numel
     roof_bw = [

@@ -25,12 +25,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="threads for every library (default 2)")
     ap.add_argument("--repeats", type=int, default=None, help="paired repeats per measurement")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of work per timed sample")
-    ap.add_argument("--families", default="torch-asgd,sag-1,sag-8", help="comma-separated families")
+    ap.add_argument("--families", default=None,
+                    help="comma-separated families (default: torch-asgd,sag-1,sag-8 and, except with "
+                    "--quick, fused-paths, whose torch.compile candidate compiles for ~30 s)")
     ap.add_argument("--dtypes", default=None, help="comma-separated dtypes (float32,bfloat16)")
     ap.add_argument("--max-numel", type=float, default=None, help="skip sizes above this many elements")
     ap.add_argument("--write-docs", action="store_true", help="also write docs/benchmarks.md")
     ap.add_argument("--docs", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="re-render table, plots and docs from a previous run's JSON (no timing)")
     return ap.parse_args(argv)
 
 
@@ -73,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     import _runner
 
     t_start = time.perf_counter()
+    if args.from_json:
+        import json
+
+        doc = json.loads(args.from_json.read_text(encoding="utf-8"))
+        return _emit(doc, args, t_start)
     env = _runner.setup_frameworks(args.threads)
     dtypes = (args.dtypes or ("float32,bfloat16")).split(",")
     repeats = args.repeats or (3 if args.quick else 9)
     min_time = args.min_time or (0.002 if args.quick else 0.02)
-    fams = [f for f in args.families.split(",") if f]
+    default = "torch-asgd,sag-1,sag-8" + ("" if args.quick else ",fused-paths")
+    fams = [f for f in (args.families or default).split(",") if f]
     results, one_time = _runner.run_all(
         workloads(args.quick, dtypes, args.max_numel), fams, repeats, min_time, quick=args.quick
     )
@@ -94,9 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / ("results-quick.json" if args.quick else "results.json")
     _report.write_json(doc, json_path)
+    print(f"wrote {json_path}")
+    return _emit(doc, args, t_start)
+
+
+def _emit(doc: dict, args: argparse.Namespace, t_start: float) -> int:
+    import _report
+
+    args.out.mkdir(parents=True, exist_ok=True)
     print(_report.table(doc))
-    plots = [] if args.no_plots else _report.plots(doc, args.out, suffix="-quick" if args.quick else "")
-    print(f"\nwrote {json_path}" + "".join(f"\nwrote {p}" for p in plots))
+    print("\ntargets:\n" + "\n".join(f"  {t}" for t in _report.targets(doc)))
+    quick = doc["config"]["quick"]
+    plots = [] if args.no_plots else _report.plots(doc, args.out, suffix="-quick" if quick else "")
+    print("".join(f"\nwrote {p}" for p in plots))
     if args.write_docs:
         _report.write_docs(doc, plots, args.docs)
         print(f"wrote {args.docs}")
