@@ -18,13 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from matrix import ASGD_CASES, FIXES, SHAPES, case_id
 
-torch = pytest.importorskip("torch")
-
-from matrix import ASGD_CASES, FIXES, SHAPES, case_id  # noqa: E402
-
-from asgd_bridge import reference as ref  # noqa: E402
-from asgd_bridge.torch import _fused  # noqa: E402
+from asgd_bridge import reference as ref
+from asgd_bridge.torch import _fused
 
 STEPS = 6
 HP_DEFAULTS = {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6, "weight_decay": 0.0, "maximize": False}
