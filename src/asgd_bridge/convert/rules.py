@@ -95,7 +95,7 @@ ASGD_RULES: tuple[ArgRule, ...] = (
         "parameters",
         REQUIRED,
         Action.RENAME,
-        "same meaning; torch-style param-group dicts are translated (GROUP_KEY_RULES)",
+        "same meaning; group dicts keep torch's keys (GROUP_KEY_RULES), named parameters lose their names",
         "name differs only",
     ),
     ArgRule(

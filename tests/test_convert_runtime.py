@@ -1,0 +1,79 @@
+"""Run-time helpers of converted programs: torch arguments at run time, param_groups for any optimizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from asgd_bridge.convert import runtime
+from asgd_bridge.reference import asgd_init, asgd_step
+
+
+def _param(values: list[float]) -> paddle.Tensor:
+    p = paddle.create_parameter([len(values)], "float32")
+    p.set_value(paddle.to_tensor(np.array(values, dtype="float32")))
+    return p
+
+
+def test_torch_asgd_kwargs_follow_the_rules() -> None:
+    p = _param([1.0])
+    kw = runtime.torch_asgd_kwargs([p], 0.1, 1e-3, foreach=True, maximize=True, capturable=False)
+    assert kw == {
+        "parameters": [p],
+        "learning_rate": 0.1,
+        "lambd": 1e-3,
+        "weight_decay": 0.0,
+        "maximize": True,
+    }
+    assert runtime.torch_asgd_kwargs([p])["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [((), {}, "params"), (([],), {"momentum": 0.9}, "momentum"), (([], 0.1), {"lr": 0.2}, "multiple")],
+)
+def test_torch_asgd_kwargs_refuse_what_torch_refuses(args: tuple, kwargs: dict, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        runtime.torch_asgd_kwargs(*args, **kwargs)
+
+
+def test_torch_param_groups() -> None:
+    a, b = _param([1.0]), _param([2.0])
+    assert runtime.torch_param_groups([("w", a), ("b", b)]) == [a, b]
+    groups = runtime.torch_param_groups([{"params": [a], "lr": 0.5, "foreach": True}, {"params": [b]}])
+    assert groups == [{"params": [a], "lr": 0.5}, {"params": [b]}]
+
+
+def test_torch_asgd_class_runs_torch_algorithm() -> None:
+    p = _param([1.0, -2.0])
+    opt = runtime.TorchASGD([p], lr=0.1, lambd=0.01, t0=0, foreach=True)
+    assert isinstance(opt, runtime.TorchASGD)
+    ref, state = np.array([1.0, -2.0]), asgd_init(np.zeros(2), 0.1)
+    for _ in range(3):
+        loss = (p * p).sum()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        ref, state = asgd_step(ref, 2 * ref, state, lr=0.1, lambd=0.01, t0=0)
+    np.testing.assert_allclose(p.numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(opt.state[p]["ax"].numpy(), state.ax, rtol=1e-5)
+
+
+def test_param_groups_of_plain_paddle_sgd() -> None:
+    p = _param([1.0])
+    sgd = paddle.optimizer.SGD(learning_rate=0.5, parameters=[p])
+    group = runtime.param_groups(sgd)[0]
+    assert "t0" not in group and group["lr"] == 0.5
+    group["lr"] = 0.25
+    assert sgd.get_lr() == 0.25
+    (p * 2).sum().backward()
+    sgd.step()
+    np.testing.assert_allclose(p.numpy(), [0.5])
+
+
+def test_param_groups_of_averaged_sgd_are_its_own() -> None:
+    p = _param([1.0])
+    opt = runtime.TorchASGD([p], lr=0.1, t0=0)
+    groups = runtime.param_groups(opt)
+    assert groups is opt.param_groups and "t0" in groups[0]
