@@ -150,3 +150,13 @@ def test_torch_optim_subtree_runs_and_is_byte_identical_without_asgd(tmp_path: P
     for o in outcomes:
         if b"ASGD" not in o.path.read_bytes():
             assert o.output is not None and o.output.read_bytes() == o.path.read_bytes()
+
+
+def test_output_files_keep_the_source_mode(tmp_path: Path) -> None:
+    pkg = _tree(tmp_path)
+    (pkg / "sub" / "broken.py").unlink()
+    (pkg / "train.py").chmod(0o755)
+    (pkg / "sub" / "model.py").chmod(0o644)
+    assert run(str(pkg), "-o", str(tmp_path / "out"), "-q") == 0
+    assert (tmp_path / "out" / "train.py").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "out" / "sub" / "model.py").stat().st_mode & 0o777 == 0o644

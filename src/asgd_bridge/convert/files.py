@@ -64,13 +64,20 @@ def iter_python_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, like: Path | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    A reader sees the old file or the new one, never half of it; an existing file's mode is kept.
+    A reader sees the old file or the new one, never half of it. The mode is the existing file's, else
+    ``like``'s (the source of a copy), else the umask default.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    mode_of = path if path.exists() else like
+    if mode_of is not None and mode_of.exists():
+        mode: int | None = stat.S_IMODE(mode_of.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -142,7 +149,7 @@ def convert_file(
         new = raw
     if write and output is not None and (outcome.changed or output.resolve() != path.resolve()):
         try:
-            atomic_write(output, new)
+            atomic_write(output, new, like=path)
         except OSError as exc:
             outcome.error = f"{output}: cannot write: {exc.strerror}"
     return outcome
