@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/averaged.py
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
