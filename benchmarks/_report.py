@@ -122,9 +122,10 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         for r in res:
             if r["dtype"] == "float32" and r["layout"] == "one" and r["family"] != "fused-paths":
                 series[r["row"]].append((r["numel"], r[key]))
-        for name, pts in sorted(series.items()):
+        colors = plt.get_cmap("tab20").colors  # more rows than the default 10-colour cycle
+        for i, (name, pts) in enumerate(sorted(series.items())):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, color=colors[i % 20],
                     linestyle="--" if name.startswith(("torch.optim", "paddle.optimizer")) else "-")
         ax.set_xscale("log")
         if key == "median_s":
