@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from asgd_bridge._atomic import atomic_path
 
 TORCH_SUFFIXES = (".pt", ".pth")
 PADDLE_SUFFIXES = (".pdopt", ".pdparams")
@@ -74,10 +74,7 @@ def _load(path: Path, framework: str) -> Any:
 
 
 def _save_atomically(obj: Any, path: Path, framework: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if framework == "torch":
             import torch
 
@@ -85,12 +82,7 @@ def _save_atomically(obj: Any, path: Path, framework: str) -> None:
         else:
             import paddle
 
-            paddle.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            paddle.save(obj, str(tmp))
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_path
 from .transform import Change, convert_source
 
 __all__ = [
@@ -70,27 +70,17 @@ def atomic_write(path: Path, data: bytes, like: Path | None = None) -> None:
     A reader sees the old file or the new one, never half of it. The mode is the existing file's, else
     ``like``'s (the source of a copy), else the umask default.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode_of = path if path.exists() else like
     if mode_of is not None and mode_of.exists():
-        mode: int | None = stat.S_IMODE(mode_of.stat().st_mode)
+        mode = stat.S_IMODE(mode_of.stat().st_mode)
     else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, mode) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def unified_diff(old: str, new: str, path: str) -> str:
