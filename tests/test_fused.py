@@ -14,6 +14,7 @@ Tolerances (documented in docs/benchmarks.md too):
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -274,3 +275,15 @@ def test_asgd_class_fused_matches_torch() -> None:
     for x, y in zip(theirs, ours, strict=True):
         torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(b.state[y]["ax"], a.state[x]["ax"], rtol=1e-5, atol=1e-6)
+
+
+def test_build_shared_library_builds_other_sources(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # The reusable builder (the benchmarks' STREAM probe uses it): same cache, flags and ctypes load.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "twice.c"
+    src.write_text("int twice(int x) { return 2 * x; }\n")
+    lib = _fused.build_shared_library(src, "twice")
+    assert lib.twice(21) == 42
+    info = lib.asgd_build_info
+    assert not info.cached and Path(info.path).name.startswith("twice_")
+    assert _fused.build_shared_library(src, "twice").asgd_build_info.cached

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FusedUnavailable", "build_info", "fused_asgd_", "load_cpu_kernel"]
+__all__ = ["FusedUnavailable", "build_info", "build_shared_library", "fused_asgd_", "load_cpu_kernel"]
 
 _SOURCE = Path(__file__).with_name("_kernels") / "asgd_cpu.c"
 
@@ -99,11 +99,11 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _compile(cc: str, flags: list[str], out: Path) -> tuple[bool, str]:
+def _compile(cc: str, flags: list[str], out: Path, source: Path = _SOURCE) -> tuple[bool, str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
-    cmd = [cc, *flags, "-shared", "-fPIC", "-o", tmp, str(_SOURCE)]
+    cmd = [cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError) as e:
@@ -140,16 +140,43 @@ def load_cpu_kernel() -> Any:
 
 
 def _load() -> Any:
+    lib, info, errors = _build(_SOURCE, "asgd_cpu")
+    _declare(lib)
+    _info.__init__(**info.__dict__)  # type: ignore[misc]
+    if not info.openmp:
+        _warn_once(
+            "no-openmp",
+            "asgd_bridge fused ASGD: the C compiler has no OpenMP here; the CPU kernel runs on one "
+            f"thread. Compiler errors with -fopenmp: {errors[-1] if errors else ''}",
+        )
+    return lib
+
+
+def build_shared_library(source_path: str | os.PathLike[str], name: str) -> ctypes.CDLL:
+    """Build a plain-C source the way the CPU kernel is built, cache it, and load it with ctypes.
+
+    Same compiler choice, flag ladder (``-O3 -march=native -fopenmp`` first), cache directory and
+    cache key (source bytes, compiler, flags, CPU model) as :func:`load_cpu_kernel`; the file is
+    ``<name>_<key>.so``. The :class:`BuildInfo` of the build is attached as ``lib.asgd_build_info``.
+    Raises :class:`FusedUnavailable` when no flag set compiles and loads.
+    """
+    lib, info, _ = _build(Path(source_path), name)
+    lib.asgd_build_info = info
+    return lib
+
+
+def _build(source: Path, name: str) -> tuple[ctypes.CDLL, BuildInfo, list[str]]:
+    """Compile (or find in the cache) and load ``source``; also the compiler errors of skipped flags."""
     if sys.platform == "win32":
         raise FusedUnavailable("the CPU kernel is built with a POSIX C compiler; not supported on Windows")
-    if not _SOURCE.is_file():
-        raise FusedUnavailable(f"kernel source {_SOURCE.name} is not installed with the package")
+    if not source.is_file():
+        raise FusedUnavailable(f"kernel source {source.name} is not installed with the package")
     cc = os.environ.get("CC") or next(
         (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
     )
     if cc is None:
         raise FusedUnavailable("no C compiler found (set CC or install gcc)")
-    source = _SOURCE.read_bytes()
+    code = source.read_bytes()
     candidates = [
         (["-O3", "-march=native", "-fopenmp"], True),
         (["-O3", "-fopenmp"], True),
@@ -159,13 +186,13 @@ def _load() -> Any:
     errors = []
     for flags, openmp in candidates:
         key = hashlib.sha256(
-            b"\0".join([source, cc.encode(), " ".join(flags).encode(), _cpu_model().encode()])
+            b"\0".join([code, cc.encode(), " ".join(flags).encode(), _cpu_model().encode()])
         ).hexdigest()[:16]
-        out = _build_root() / f"asgd_cpu_{key}.so"
+        out = _build_root() / f"{name}_{key}.so"
         t0 = time.perf_counter()
         cached = out.is_file()
         if not cached:
-            ok, err = _compile(cc, flags, out)
+            ok, err = _compile(cc, flags, out, source)
             if not ok:
                 errors.append(err)
                 continue
@@ -176,19 +203,13 @@ def _load() -> Any:
         except OSError as e:
             errors.append(f"loading {out.name}: {e}")
             continue
-        _declare(lib)
-        _info.__init__(  # type: ignore[misc]
+        info = BuildInfo(
             path=str(out), compiler=cc, flags=flags, openmp=openmp, cached=cached,
             build_s=build_s, load_s=time.perf_counter() - t1,
         )
-        if not openmp:
-            _warn_once(
-                "no-openmp",
-                "asgd_bridge fused ASGD: the C compiler has no OpenMP here; the CPU kernel runs on one "
-                f"thread. Compiler errors with -fopenmp: {errors[-1] if errors else ''}",
-            )
-        return lib
-    raise FusedUnavailable("could not build the CPU kernel:\n" + "\n".join(errors))
+        return lib, info, errors
+    what = "the CPU kernel" if source == _SOURCE else f"the CPU kernel {name} ({source.name})"
+    raise FusedUnavailable(f"could not build {what}:\n" + "\n".join(errors))
 
 
 def _declare(lib: Any) -> None:
