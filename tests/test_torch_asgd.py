@@ -396,11 +396,65 @@ def test_invalid_arguments_fail_like_torch(kwargs):
     assert messages[0] == messages[1]
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{"lr": "0.1"}, {"lr": None}, {"weight_decay": "0"}, {"lr": torch.tensor(0.1j)}], ids=repr
+)
+def test_wrong_types_fail_with_torchs_error_type_and_message(kwargs):
+    errors = []
+    for cls in (ASGD, TorchASGD):
+        with pytest.raises(Exception) as info:
+            cls([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
+BAD_SCHEDULE_VALUES = [-1e-3, -1, float("nan"), float("-inf"), "0.1", None, True, torch.tensor(-1.0),
+                       torch.tensor([0.1, 0.2]), np.float32(-0.5)]  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["lambd", "alpha", "t0"])
-@pytest.mark.parametrize("value", [-1e-3, float("nan")])
-def test_negative_or_nan_lambd_alpha_t0_are_refused(name, value):
-    with pytest.raises(ValueError, match=name):
+@pytest.mark.parametrize("value", BAD_SCHEDULE_VALUES, ids=repr)
+def test_bad_lambd_alpha_t0_are_refused_naming_the_argument(name, value):
+    with pytest.raises(ValueError, match=f"^Invalid {name} value: "):
         ASGD([torch.nn.Parameter(torch.zeros(2))], **{name: value})
+
+
+@pytest.mark.parametrize("name", ["lambd", "alpha"])
+def test_infinite_lambd_alpha_are_refused_but_infinite_t0_means_never_average(name):
+    with pytest.raises(ValueError, match=f"Invalid {name} value: inf"):
+        ASGD([torch.nn.Parameter(torch.zeros(2))], **{name: float("inf")})
+    ASGD([torch.nn.Parameter(torch.zeros(2))], t0=float("inf"))
+
+
+@pytest.mark.parametrize("name", ["lambd", "alpha", "t0"])
+def test_param_group_overrides_of_lambd_alpha_t0_are_validated(name):
+    p, q = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=f"^Invalid {name} value: -1"):
+        ASGD([{"params": [p]}, {"params": [q], name: -1}])
+    opt = ASGD([p])
+    with pytest.raises(ValueError, match=f"^Invalid {name} value: -1"):
+        opt.add_param_group({"params": [q], name: -1})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": [q], name: 0.5})
+    assert opt.param_groups[1][name] == 0.5
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lambd": np.float32(0.01), "alpha": np.float64(0.5), "t0": np.int64(2)},
+     {"lambd": torch.tensor(0.01), "alpha": torch.tensor(0.5), "t0": torch.tensor(2.0)}],
+    ids=["numpy_scalars", "tensors"],
+)  # fmt: skip
+def test_numpy_and_tensor_hyperparameters_are_accepted_like_torch(kwargs, foreach):
+    # torch computes with them; refusing them would break drop-in use (configs, np.int64 step counts).
+    p0s = initial_params(torch.float32)
+    grads = gradients(p0s, STEPS)
+    hp = {"lr": 0.5, "foreach": foreach, **kwargs}
+    ours, opt, _ = run(ASGD, p0s, grads, hp)
+    theirs, topt, _ = run(TorchASGD, p0s, grads, hp)
+    assert_identical(ours, theirs)
+    assert_same_state(opt, topt)
 
 
 @pytest.mark.parametrize("other", ["foreach", "differentiable"])

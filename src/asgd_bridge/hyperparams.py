@@ -6,12 +6,14 @@ Both backends and the converter read the defaults from here, so they are written
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 __all__ = [
     "ASGD_DEFAULTS",
     "SAG_DEFAULTS",
     "check_asgd",
+    "check_asgd_schedule",
     "CLIP_KINDS",
     "check_sag",
     "parse_grad_clip",
@@ -54,10 +56,37 @@ def check_asgd(
         raise ValueError(f"Invalid learning rate: {lr}")
     if not _is_nonneg(weight_decay):
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-    for name, value in (("lambd", lambd), ("alpha", alpha), ("t0", t0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+    check_asgd_schedule(lambd=lambd, alpha=alpha, t0=t0)
+
+
+def _is_real_scalar(value: Any) -> bool:
+    # What torch.optim.ASGD computes with: Python and NumPy reals, and 1-element real tensors.
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    is_complex = getattr(value, "is_complex", None)
+    return (
+        hasattr(value, "numel")
+        and bool(value.numel() == 1)
+        and callable(is_complex)
+        and not is_complex()
+    )
+
+
+def check_asgd_schedule(**values: Any) -> None:
+    """Validate any of ``lambd``, ``alpha``, ``t0`` (given by name), e.g. a param group's overrides.
+
+    Each must be a real number (Python, NumPy or a 1-element tensor, as torch accepts) that is
+    ``>= 0``; ``lambd`` and ``alpha`` also finite. Otherwise ``ValueError`` naming the argument.
+    """
+    for name, value in values.items():
+        if name not in ("lambd", "alpha", "t0"):
+            raise TypeError(f"check_asgd_schedule() got an unexpected argument {name!r}")
+        if not _is_real_scalar(value):
             raise ValueError(f"Invalid {name} value: {value!r} (expected a float >= 0)")
-        if not value >= 0 or math.isinf(value) and name != "t0":
+        number = float(value)
+        if not number >= 0 or math.isinf(number) and name != "t0":
             raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
 
 

@@ -24,7 +24,7 @@ from torch.optim.optimizer import (
 )
 
 from ..averaging import AveragedWeights
-from ..hyperparams import ASGD_DEFAULTS, check_asgd
+from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_asgd_schedule
 from ..reference import eta_schedule, mu_schedule
 
 __all__ = ["ASGD", "asgd"]
@@ -174,6 +174,15 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
             "bottou_average": bottou_average,
         }
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``; a group's own ``lambd``/``alpha``/``t0`` are validated too.
+
+        The constructor adds its groups through here, so ``ASGD([{"params": ps, "lambd": -1}])``
+        fails like ``ASGD(ps, lambd=-1)`` (torch accepts both and later divides by zero).
+        """
+        check_asgd_schedule(**{k: param_group[k] for k in ("lambd", "alpha", "t0") if k in param_group})
+        super().add_param_group(param_group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
