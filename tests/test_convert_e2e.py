@@ -45,3 +45,9 @@ def test_awd_lstm_switches_to_averaged_sgd(converted: Path) -> None:
 def test_sgd_exact_program_uses_plain_paddle_sgd(converted: Path) -> None:
     text = (converted / "paddle" / "sgd_exact.py").read_text()
     assert "paddle.optimizer.SGD(" in text and "asgd_bridge" not in text
+
+
+def test_groups_held_in_names_keep_averaged_sgd(converted: Path) -> None:
+    """``[body, head]`` may be group dicts with their own lr: plain SGD is not provably exact there."""
+    text = (converted / "paddle" / "groups_by_name.py").read_text()
+    assert "asgd_bridge.paddle.ASGD(" in text and "paddle.optimizer.SGD(" not in text

@@ -546,3 +546,30 @@ def test_sgd_exactness_matches_the_reference_steps() -> None:
             p, state = asgd_step(p, g, state, lr=0.1, lambd=lambd, alpha=alpha, weight_decay=0.01)
             q = q - 0.1 * (g + wd * q)
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- SGD or not
+_SGD_CASES = {
+    # plain SGD is exact: eta constant, nothing reads ax / state / param_groups, params are tensors
+    "parameters_lambd_zero": ("opt = torch.optim.ASGD(model.parameters(), lr=0.1, lambd=0.0)", True),
+    "layer_tensors_alpha_zero": ("opt = torch.optim.ASGD([lin.weight, lin.bias], 0.1, 0.5, 0)", True),
+    # plain SGD would be wrong
+    "names_may_be_group_dicts": ("opt = torch.optim.ASGD([body, head], lr=0.1, lambd=0.0)", False),
+    "group_dicts": ("opt = torch.optim.ASGD([{'params': ps, 'lr': 1.0}], lr=0.1, lambd=0.0)", False),
+    "eta_decays": ("opt = torch.optim.ASGD(model.parameters(), lr=0.1)", False),
+    "maximize": ("opt = torch.optim.ASGD(model.parameters(), lambd=0.0, maximize=True)", False),
+    "lambd_from_config": ("opt = torch.optim.ASGD(model.parameters(), lambd=cfg.lambd)", False),
+    "ax_read": ("opt = torch.optim.ASGD(model.parameters(), lambd=0.0)\nx = opt.state[p]['ax']", False),
+    "scheduler": ("opt = torch.optim.ASGD(model.parameters(), lambd=0.0)\ns = StepLR(opt, 3)", False),
+    "closure_step": ("opt = torch.optim.ASGD(model.parameters(), lambd=0.0)\nopt.step(closure)", False),
+    "not_assigned": ("train(torch.optim.ASGD(model.parameters(), lambd=0.0))", False),
+    "reassigned": ("opt = torch.optim.ASGD(model.parameters(), lambd=0.0)\nopt = make()", False),
+}
+
+
+@pytest.mark.parametrize("name", list(_SGD_CASES))
+def test_plain_sgd_only_when_provably_exact(name: str) -> None:
+    body, sgd = _SGD_CASES[name]
+    result = convert_source(f"import torch\n\n{body}\nopt.zero_grad()\nopt.step()\n")
+    targets = [c.target for c in result.changes if c.kind == "constructor"]
+    assert targets == ["paddle.optimizer.SGD" if sgd else "asgd_bridge.paddle.ASGD"]

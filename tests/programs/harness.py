@@ -22,6 +22,7 @@ PROGRAMS = (
     "state_dict_resume",
     "subclass",
     "sgd_exact",
+    "groups_by_name",
 )
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

@@ -42,6 +42,8 @@ TORCH_GROUPS_HELPER = f"{RUNTIME_MODULE}.torch_param_groups"
 
 # Uses of an optimizer that plain paddle.optimizer.SGD serves exactly like torch's ASGD.
 _SGD_SAFE_METHODS = frozenset({"step", "zero_grad", "clear_grad"})
+# Attribute names that hold a layer's tensors, never a param-group dict.
+_LAYER_TENSORS = frozenset({"weight", "bias"})
 
 
 @dataclass
@@ -409,12 +411,18 @@ class TorchToPaddle(_Base):
 
     @staticmethod
     def _tensor_params(node: cst.BaseExpression) -> bool:
-        """Statically known to be tensors (not param-group dicts, not named pairs)."""
+        """Statically known to be tensors (not param-group dicts, not named pairs).
+
+        ``model.parameters()`` and lists of layer tensors (``[lin.weight, lin.bias]``) only: a list of
+        plain names (``[body, head]``) may hold group dicts with their own ``lr``, which plain SGD ignores.
+        """
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
             return node.func.attr.value == "parameters"
         if isinstance(node, (cst.List, cst.Tuple)):
             return all(
-                isinstance(e, cst.Element) and isinstance(e.value, (cst.Name, cst.Attribute))
+                isinstance(e, cst.Element)
+                and isinstance(e.value, cst.Attribute)
+                and e.value.attr.value in _LAYER_TENSORS
                 for e in node.elements
             )
         return False
