@@ -607,3 +607,67 @@ def test_class_docstring_examples_run():
     for t in tests:
         runner.run(t)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_repr_is_torchs_plus_the_flag_keys():
+    ours = repr(ASGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, t0=0))
+    theirs = repr(TorchASGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, t0=0))
+    extras = ("    bottou_average: False", "    fused: None", "    immediate_lr: False")
+    assert [line for line in ours.splitlines() if line not in extras] == theirs.splitlines()
+
+
+def _step_both(make_ours, make_theirs, steps=4):
+    """Run one optimizer of each class through the same gradients; params and state after each step."""
+    outs = []
+    for make in (make_ours, make_theirs):
+        opt, params = make()
+        outs.append(run(type(opt), [p.detach() for p in params], gradients(params, steps, seed=7), {},
+                        opt_and_params=(opt, params))[0])  # fmt: skip
+    return outs
+
+
+@pytest.mark.parametrize("copy_with", ["deepcopy", "pickle"])
+def test_deepcopy_and_pickle_continue_like_torch(copy_with):
+    import copy
+    import pickle
+
+    def make(cls):
+        def build():
+            params = [torch.nn.Parameter(p) for p in initial_params(torch.float32, shapes=[(3,), (2, 2)])]
+            opt = cls(params, lr=0.1, t0=1, weight_decay=0.01)
+            run(cls, [p.detach() for p in params], gradients(params, 3), {}, opt_and_params=(opt, params))
+            if copy_with == "deepcopy":
+                return copy.deepcopy((opt, params))
+            return pickle.loads(pickle.dumps((opt, params)))
+        return build
+
+    ours, theirs = _step_both(make(ASGD), make(TorchASGD))
+    assert_identical(ours, theirs)
+
+
+def test_add_param_group_zero_grad_and_hooks_behave_like_torch():
+    def make(cls):
+        def build():
+            params = [torch.nn.Parameter(p) for p in initial_params(torch.float32, shapes=[(3,), (2, 2)])]
+            opt = cls(params[:1], lr=0.1, t0=1)
+            opt.add_param_group({"params": params[1:], "lr": 0.3, "lambd": 0.05})
+            calls = []
+            opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+            opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+            opt.register_state_dict_post_hook(lambda o, sd: calls.append("sd") or sd)
+            opt.register_load_state_dict_post_hook(lambda o: calls.append("load"))
+            build.calls = calls
+            return opt, params
+        return build
+
+    make_ours, make_theirs = make(ASGD), make(TorchASGD)
+    ours, theirs = _step_both(make_ours, make_theirs)
+    assert_identical(ours, theirs)
+    assert make_ours.calls == make_theirs.calls == ["pre", "post"] * 4
+    opt, params = make_ours()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+    opt.load_state_dict(opt.state_dict())
+    assert make_ours.calls == ["sd", "load"]

@@ -143,7 +143,7 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         lambd: float = ASGD_DEFAULTS["lambd"],
         alpha: float = ASGD_DEFAULTS["alpha"],
         t0: float = ASGD_DEFAULTS["t0"],
-        weight_decay: float = ASGD_DEFAULTS["weight_decay"],
+        weight_decay: float = 0,  # torch's literal int (ASGD_DEFAULTS has 0.0): same repr(opt)
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
