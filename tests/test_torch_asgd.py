@@ -109,7 +109,9 @@ def run(
             for group in opt.param_groups:
                 group["lr"] = lr_at[t]
         opt.step()
-        if sched is not None:
+        if isinstance(sched, lr_scheduler.ReduceLROnPlateau):
+            sched.step(float(t % 3 != 0))  # a metric that stalls, so the lr is cut
+        elif sched is not None:
             sched.step()
         out.append(snapshot(opt, params))
     return out, opt, params
@@ -199,8 +201,33 @@ SCHEDULES: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
     "LambdaLR": lambda o: lr_scheduler.LambdaLR(o, lambda e: 1.0 / (1 + e)),
     "OneCycleLR": lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.2, total_steps=STEPS, cycle_momentum=False),
     "CosineAnnealingLR": lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=4),
+    "CosineAnnealingWarmRestarts": lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=2, T_mult=2),
+    "MultiStepLR": lambda o: lr_scheduler.MultiStepLR(o, milestones=[2, 5], gamma=0.3),
+    "MultiplicativeLR": lambda o: lr_scheduler.MultiplicativeLR(o, lambda e: 0.9),
+    "ConstantLR": lambda o: lr_scheduler.ConstantLR(o, factor=0.3, total_iters=3),
+    "LinearLR": lambda o: lr_scheduler.LinearLR(o, start_factor=0.3, total_iters=4),
+    "PolynomialLR": lambda o: lr_scheduler.PolynomialLR(o, total_iters=6, power=2.0),
+    "CyclicLR": lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1, step_size_up=2, cycle_momentum=False),
+    "ReduceLROnPlateau": lambda o: lr_scheduler.ReduceLROnPlateau(o, patience=0, factor=0.5),
+    "SequentialLR": lambda o: lr_scheduler.SequentialLR(
+        o, [lr_scheduler.LinearLR(o, 0.5, total_iters=2), lr_scheduler.ExponentialLR(o, 0.9)], milestones=[3]
+    ),
+    "ChainedScheduler": lambda o: lr_scheduler.ChainedScheduler(
+        [lr_scheduler.ConstantLR(o, 0.5, total_iters=3), lr_scheduler.ExponentialLR(o, 0.9)]
+    ),
     "ReduceLROnPlateau-like by hand": lambda o: None,
 }
+
+
+def test_every_lr_scheduler_class_is_in_the_matrix():
+    bases = (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
+    exported = {
+        name for name in lr_scheduler.__all__
+        if isinstance(getattr(lr_scheduler, name), type)
+        and issubclass(getattr(lr_scheduler, name), bases)
+        and name not in ("LRScheduler", "_LRScheduler")
+    }  # fmt: skip
+    assert exported <= set(SCHEDULES), exported - set(SCHEDULES)
 
 
 @pytest.mark.parametrize("tensor_lr", [False, True], ids=["float_lr", "tensor_lr"])
@@ -210,21 +237,32 @@ def test_schedulers_and_hand_set_lr_match_torch(name, foreach, tensor_lr):
     p0s = initial_params(torch.float32)
     grads = gradients(p0s, STEPS)
     lr_at = {3: 0.2, 5: 0.02} if name.endswith("by hand") else None
-    results = []
+    results, lrs = [], []
     for cls in (ASGD, TorchASGD):
         params = [torch.nn.Parameter(p.clone()) for p in p0s]
         lr = torch.tensor(0.05) if tensor_lr else 0.05
         opt = cls(params, lr=lr, lambd=0.01, t0=1, foreach=foreach)
+        seen: list[float] = []
+        opt.register_step_pre_hook(lambda o, a, k, seen=seen: seen.append(float(o.param_groups[0]["lr"])))
         results.append(run(cls, p0s, grads, {}, schedule=SCHEDULES[name], lr_at=lr_at,
                            opt_and_params=(opt, params))[0])  # fmt: skip
+        lrs.append(seen)
     assert_identical(*results)
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) > 1  # the lr did change during the run
 
 
-def test_one_cycle_with_momentum_cycling_fails_like_torch():
+@pytest.mark.parametrize(
+    "make",
+    [lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=5),
+     lambda o: lr_scheduler.CyclicLR(o, 0.01, 0.1)],
+    ids=["OneCycleLR", "CyclicLR"],
+)  # fmt: skip
+def test_momentum_cycling_fails_like_torch(make):
+    # cycle_momentum=True (the default) needs a momentum/beta1 key, which torch's ASGD lacks too.
     errors = []
     for cls in (ASGD, TorchASGD):
         with pytest.raises(ValueError) as info:
-            lr_scheduler.OneCycleLR(cls([torch.nn.Parameter(torch.zeros(2))]), max_lr=0.1, total_steps=5)
+            make(cls([torch.nn.Parameter(torch.zeros(2))]))
         errors.append(str(info.value))
     assert errors[0] == errors[1]
 
