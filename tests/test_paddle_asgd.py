@@ -795,3 +795,27 @@ def test_step_never_reads_a_tensor_back_to_the_host(kw, monkeypatch):
     monkeypatch.undo()
     assert calls == []
     assert int(opt.state[ps[0]]["step"]) == 4
+
+
+# --------------------------------------------------------------------------- AMP: GradScaler's found_inf
+
+
+def test_step_is_skipped_when_grad_scaler_found_inf():
+    """paddle.amp.GradScaler.step sets the optimizer's ``found_inf`` and calls step() anyway: Paddle's
+    optimizers skip the update then; so must this one (else inf gradients reach the weights)."""
+    ps = pparams([np.ones((2, 3)), np.ones(4)])
+    opt = ASGD(learning_rate=0.1, parameters=[{"params": ps[:1]}, {"params": ps[1:]}], t0=0)
+    set_grads(ps, [np.ones((2, 3)), np.ones(4)])
+    opt.step()
+    before = [np_of(p).copy() for p in ps]
+    set_grads(ps, [np.full((2, 3), np.inf), np.full(4, np.nan)])
+    opt._set_auxiliary_var("found_inf", paddle.to_tensor(True))
+    opt.step()
+    for p, b in zip(ps, before, strict=True):
+        np.testing.assert_array_equal(np_of(p), b)
+        assert int(opt.state[p]["step"]) == 1 and np.isfinite(np_of(opt.state[p]["ax"])).all()
+    assert opt._get_auxiliary_var("found_inf") is True  # as Paddle's Optimizer leaves it
+    set_grads(ps, [np.ones((2, 3)), np.ones(4)])
+    opt._set_auxiliary_var("found_inf", paddle.to_tensor(False))
+    opt.step()
+    assert int(opt.state[ps[0]]["step"]) == 2 and not np.array_equal(np_of(ps[0]), before[0])

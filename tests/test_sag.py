@@ -454,3 +454,19 @@ def test_paddle_rejects_custom_regulariser_type() -> None:
 def test_torch_group_hyperparameters_are_validated() -> None:
     with pytest.raises(ValueError, match="batch_num"):
         TorchSAG([{"params": [torch.nn.Parameter(torch.ones(2))], "batch_num": 0}])
+
+
+def test_paddle_step_is_skipped_when_grad_scaler_found_inf() -> None:
+    """GradScaler.step sets ``found_inf`` and calls step(); like Paddle's optimizers, SAG then skips."""
+    run = Run("paddle", [np.ones((2, 3)), np.ones(4)], {"lr": 0.1, "batch_num": 2}, "float32")
+    run.step([np.ones((2, 3)), np.ones(4)])
+    before = run.values()
+    for flag, moved in ((True, False), (False, True)):
+        loss = sum((p * paddle.full(p.shape, np.inf if flag else 1.0)).sum() for p in run.params)
+        loss.backward()
+        run.opt._set_auxiliary_var("found_inf", paddle.to_tensor(flag))
+        run.opt.step()
+        run.opt.clear_grad()
+        assert run.opt.state_dict()["state"][0]["m"] == (2 if moved else 1)
+        for got, b in zip(run.values(), before, strict=True):
+            assert np.isfinite(got).all() and np.array_equal(got, b) != moved
