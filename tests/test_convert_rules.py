@@ -573,3 +573,9 @@ def test_plain_sgd_only_when_provably_exact(name: str) -> None:
     result = convert_source(f"import torch\n\n{body}\nopt.zero_grad()\nopt.step()\n")
     targets = [c.target for c in result.changes if c.kind == "constructor"]
     assert targets == ["paddle.optimizer.SGD" if sgd else "asgd_bridge.paddle.ASGD"]
+
+
+def test_group_key_report_points_at_the_key() -> None:
+    src = "import torch\n\nopt = torch.optim.ASGD(\n    [{'params': ps, 'betas': (0.9, 0.99)}], lr=0.1\n)\n"
+    (report,) = convert_source(src).reports
+    assert (report.line, report.column) == (4, 21) and "'betas'" in report.reason

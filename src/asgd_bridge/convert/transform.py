@@ -428,8 +428,12 @@ class TorchToPaddle(_Base):
         return False
 
     # ------------------------------------------------------------------ param groups
-    def _convert_params(self, node: cst.BaseExpression) -> tuple[cst.BaseExpression, str]:
+    def _convert_params(
+        self, node: cst.BaseExpression, original: cst.BaseExpression
+    ) -> tuple[cst.BaseExpression, str]:
         """Translate torch's params expression; returns the new expression and what was done.
+
+        ``original`` is the same expression in the source tree, where positions for reports live.
 
         asgd_bridge.paddle.ASGD takes tensors and torch's group dicts (``lr`` included) as they are, so
         only named parameters and group keys the rules drop need a rewrite.
@@ -445,19 +449,21 @@ class TorchToPaddle(_Base):
         ):
             elements = []
             notes: list[str] = []
-            for el in node.elements:
+            old = original.elements if isinstance(original, (cst.List, cst.Tuple)) else node.elements
+            for el, old_el in zip(node.elements, old, strict=True):
                 if isinstance(el, cst.Element) and isinstance(el.value, cst.Dict):
-                    el = el.with_changes(value=self._static_group(el.value, notes))
+                    old_group = old_el.value if isinstance(old_el.value, cst.Dict) else el.value
+                    el = el.with_changes(value=self._static_group(el.value, old_group, notes))
                 elements.append(el)
             note = "param-group dicts carried (lr is absolute, as in torch)"
             return node.with_changes(elements=elements), "; ".join([note, *notes])
         return node, "passed as is (tensors or torch-style group dicts are both taken)"
 
-    def _static_group(self, group: cst.Dict, notes: list[str]) -> cst.Dict:
+    def _static_group(self, group: cst.Dict, original: cst.Dict, notes: list[str]) -> cst.Dict:
         """Remove the keys the rules drop from one group dict; report keys the target does not take."""
         elements: list[cst.BaseDictElement] = []
         dropped_last = False
-        for el in group.elements:
+        for el, old_el in zip(group.elements, original.elements, strict=True):
             dropped_last = False
             key = (
                 el.key.evaluated_value
@@ -471,7 +477,7 @@ class TorchToPaddle(_Base):
                 continue
             if rule is None and isinstance(key, str):
                 self._record(
-                    el,
+                    old_el,
                     "report",
                     "(carried)",
                     f"param-group key {key!r} has no rule: asgd_bridge.paddle.ASGD will refuse it",
@@ -504,7 +510,7 @@ class TorchToPaddle(_Base):
         return bound, None
 
     def _map_args(
-        self, args: list[cst.Arg], bound: dict[str, tuple[int, cst.Arg]]
+        self, args: list[cst.Arg], bound: dict[str, tuple[int, cst.Arg]], originals: list[cst.Arg]
     ) -> tuple[list[cst.Arg], list[tuple[str, str, str, str]]]:
         """Rewrite bound torch arguments into asgd_bridge.paddle.ASGD keywords, following ASGD_RULES."""
         new_args = list(args)
@@ -532,7 +538,7 @@ class TorchToPaddle(_Base):
             new = _with_keyword(arg, rule.target)
             how = rule.action.value
             if rule.source == "params":
-                value, note = self._convert_params(arg.value)
+                value, note = self._convert_params(arg.value, originals[i].value)
                 new = new.with_changes(value=value)
                 how = f"{how}; {note}"
             new_args[i] = new
@@ -559,7 +565,7 @@ class TorchToPaddle(_Base):
         against = self._sgd_reason_against(original, {k: a for k, (_, a) in bound.items()})
         if against is None:
             return self._to_sgd(original, updated, bound)
-        args, fates = self._map_args(list(updated.args), bound)
+        args, fates = self._map_args(list(updated.args), bound, list(original.args))
         AddImportsVisitor.add_needed_import(self.context, ASGD_TARGET[0])
         self._record(original, "constructor", ASGD_TARGET[1], f"averaged SGD kept: {against}", fates)
         return updated.with_changes(func=_expr(ASGD_TARGET[1]), args=args)
@@ -689,7 +695,7 @@ class TorchToPaddle(_Base):
         if problem is not None or "params" not in bound:
             self._record(original_node, "report", "(unchanged)", problem or "params is missing")
             return updated_node
-        args, fates = self._map_args(list(updated_node.args), bound)
+        args, fates = self._map_args(list(updated_node.args), bound, list(original_node.args))
         self._record(original_node, "super-init", ASGD_TARGET[1], "arguments of the averaged-SGD base", fates)
         if skip == 1:
             AddImportsVisitor.add_needed_import(self.context, ASGD_TARGET[0])
