@@ -416,7 +416,7 @@ def test_paddle_param_groups_and_scheduler() -> None:
 # --------------------------------------------------------------------------- invalid arguments
 
 BAD = [
-    ({"lr": -0.1}, "learning rate"),
+    ({"lr": -0.1}, "learning rate|learning_rate"),
     ({"batch_num": 0}, "batch_num"),
     ({"batch_num": 2.5}, "batch_num"),
     ({"batch_num": True}, "batch_num"),
@@ -427,6 +427,10 @@ BAD = [
     ({"grad_clip": ("norm", 0.0)}, "grad_clip"),
     ({"grad_clip": ("value", 1.0, -1.0)}, "grad_clip"),
     ({"grad_clip": 1.0}, "grad_clip"),
+    ({"lr": float("inf")}, "learning rate|learning_rate"),
+    ({"maximize": "no"}, "maximize"),
+    ({"multi_precision": 1}, "multi_precision"),
+    ({"check_memory": "off"}, "check_memory"),
 ]
 
 
@@ -470,3 +474,28 @@ def test_paddle_step_is_skipped_when_grad_scaler_found_inf() -> None:
         assert run.opt.state_dict()["state"][0]["m"] == (2 if moved else 1)
         for got, b in zip(run.values(), before, strict=True):
             assert np.isfinite(got).all() and np.array_equal(got, b) != moved
+
+
+def _pp() -> list:
+    return [_paddle_param(np.ones(2), "float32")]
+
+
+PADDLE_BAD_PARAMETERS = [
+    (lambda: [], "parameters"),
+    (lambda: _pp()[0], "parameters"),
+    (lambda: [{"learning_rate": 0.5}], "parameters"),
+    (lambda: [{"params": _pp(), "learning_rate": -1.0}], "learning_rate"),
+    (lambda: [{"params": _pp(), "weight_decay": "x"}], "weight_decay"),
+    (lambda: [{"params": _pp(), "lr": 0.5}], "'lr' is torch's"),  # silently ignored before
+    (lambda: [{"params": _pp(), "maximize": True}], "maximize"),  # a global switch in Paddle's SAG
+    (lambda: [{"params": _pp(), "batch_num": 0}], "batch_num"),
+]
+
+
+@pytest.mark.parametrize(("make", "word"), PADDLE_BAD_PARAMETERS, ids=[w for _, w in PADDLE_BAD_PARAMETERS])
+def test_paddle_invalid_parameters_and_groups(make: Any, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        PaddleSAG(parameters=make())
+    with pytest.raises(ValueError, match="name"):
+        PaddleSAG(parameters=_pp(), name=3)
+    PaddleSAG(parameters=[{"params": _pp(), "learning_rate": 2.0, "weight_decay": ("l1", 0.1)}])  # valid

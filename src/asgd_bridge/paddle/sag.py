@@ -100,6 +100,15 @@ def _clip(clip: ClipGradBase, pairs: list) -> list:
     return out
 
 
+_GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "batch_num"}
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
+    return value
+
+
 def _device_name(p: paddle.Tensor) -> str:
     place = p.place
     if place.is_gpu_place():
@@ -168,7 +177,14 @@ class SAG(Optimizer):
             raise ValueError(
                 f"Invalid learning_rate: {learning_rate!r} (expected a float >= 0 or an LRScheduler)"
             )
+        if not isinstance(learning_rate, LRScheduler) and not 0.0 <= learning_rate < float("inf"):
+            raise ValueError(f"Invalid learning_rate value: {learning_rate} (must be a finite float >= 0)")
         check_sag(learning_rate, batch_num)
+        maximize = _check_flag("maximize", maximize)
+        multi_precision = _check_flag("multi_precision", multi_precision)
+        check_memory = _check_flag("check_memory", check_memory)
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"Invalid name value: {name!r} (expected a str or None)")
         if isinstance(learning_rate, int):
             learning_rate = float(learning_rate)
         if not (weight_decay is None or isinstance(weight_decay, (L1Decay, L2Decay))):
@@ -182,9 +198,18 @@ class SAG(Optimizer):
             grad_clip = clip_from_spec(grad_clip)
         if parameters is None:
             raise ValueError("parameters should not be None: SAG runs in dynamic graph mode only")
+        if isinstance(parameters, (paddle.Tensor, dict)):
+            raise ValueError(
+                f"Invalid parameters value: a {type(parameters).__name__} (expected an iterable of "
+                "parameters or a list of param-group dicts)"
+            )
         parameters = list(parameters)
-        if parameters and isinstance(parameters[0], dict):
+        if not parameters:
+            raise ValueError("Invalid parameters value: an empty list (nothing to optimize)")
+        if isinstance(parameters[0], dict):
             parameters = [self._convert_group(dict(g)) for g in parameters]
+        elif not all(isinstance(p, paddle.Tensor) for p in parameters):
+            raise ValueError("Invalid parameters value: expected tensors or param-group dicts, not a mix")
         super().__init__(
             learning_rate=learning_rate,
             parameters=parameters,
@@ -227,8 +252,31 @@ class SAG(Optimizer):
 
     @staticmethod
     def _convert_group(group: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(group.get("weight_decay"), (tuple, list)):
-            group["weight_decay"] = regularizer_from_spec(group["weight_decay"])
+        """Validate a Paddle param group (``ValueError`` naming the key) and canonicalise its specs."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError("Invalid parameters value: a param group has no 'params' key")
+        unknown = set(group) - _GROUP_KEYS
+        if unknown:
+            hint = " ('lr' is torch's; Paddle groups take learning_rate, a multiplier)" * ("lr" in unknown)
+            raise ValueError(
+                f"Invalid parameters value: unknown param-group key(s) {sorted(unknown)}{hint} "
+                f"(allowed: {', '.join(sorted(_GROUP_KEYS))})"
+            )
+        if "learning_rate" in group:
+            mult = group["learning_rate"]
+            if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not 0.0 <= mult < float("inf"):
+                raise ValueError(
+                    f"Invalid learning_rate value in a param group: {mult!r} (a multiplier: a finite "
+                    "float >= 0)"
+                )
+        wd = group.get("weight_decay")
+        if wd is not None and not isinstance(wd, (L1Decay, L2Decay)):
+            if isinstance(wd, WeightDecayRegularizer):
+                raise ValueError(
+                    f"Invalid weight_decay value in a param group: {wd!r} (expected a float, L2Decay, "
+                    "L1Decay, ('l2', c) or ('l1', c))"
+                )
+            group["weight_decay"] = regularizer_from_spec(wd)
         if group.get("grad_clip") is not None:
             group["grad_clip"] = clip_from_spec(group["grad_clip"])
         return group

@@ -90,14 +90,16 @@ class SAG(Optimizer):
         maximize: bool = False,
         check_memory: bool = True,
     ) -> None:
-        self._check_memory = bool(check_memory)
+        if not isinstance(check_memory, bool):
+            raise ValueError(f"Invalid check_memory value: {check_memory!r} (expected True or False)")
+        self._check_memory = check_memory
         defaults = {
             "lr": lr,
             "batch_num": batch_num,
             "weight_decay": weight_decay,
             "grad_clip": grad_clip,
-            "multi_precision": bool(multi_precision),
-            "maximize": bool(maximize),
+            "multi_precision": multi_precision,
+            "maximize": maximize,
         }
         self._validate_group(defaults)
         super().__init__(params, defaults)
@@ -109,8 +111,13 @@ class SAG(Optimizer):
         lr = group["lr"]
         if isinstance(lr, torch.Tensor) or isinstance(lr, bool) or not isinstance(lr, (int, float)):
             raise ValueError(f"Invalid learning rate: {lr!r} (expected a float >= 0)")
+        if not 0.0 <= lr < float("inf"):
+            raise ValueError(f"Invalid learning rate: {lr} (must be a finite float >= 0)")
         check_sag(lr, group["batch_num"])
         group["lr"] = float(lr)
+        for flag in ("maximize", "multi_precision"):
+            if not isinstance(group[flag], bool):
+                raise ValueError(f"Invalid {flag} value: {group[flag]!r} (expected True or False)")
         group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
         group["grad_clip"] = parse_grad_clip(group["grad_clip"])
 
