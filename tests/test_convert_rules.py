@@ -395,6 +395,55 @@ PAIRS = {
         asgd_bridge.convert.runtime.param_groups(optimizer)[0]['lr'] = lr * seq_len / bptt
         """,
     ),
+    "awd_lstm_switch_made_in_a_function": (
+        """
+        import torch
+
+
+        def switch(model):
+            return torch.optim.ASGD(model.parameters(), lr=lr, t0=0, lambd=0.0)
+
+
+        class Trainer:
+            def fit(self):
+                if 't0' not in self.opt.param_groups[0]:
+                    self.opt = switch(self.model)
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+
+        def switch(model):
+            return asgd_bridge.paddle.ASGD(parameters=model.parameters(), learning_rate=lr, t0=0, lambd=0.0, weight_decay=0.0)
+
+
+        class Trainer:
+            def fit(self):
+                if 't0' not in asgd_bridge.convert.runtime.param_groups(self.opt)[0]:
+                    self.opt = switch(self.model)
+        """,
+    ),
+    "subclass_own_param_groups_left_alone": (
+        """
+        import torch
+
+
+        class Mine(torch.optim.ASGD):
+            def lrs(self):
+                return [g["lr"] for g in self.param_groups]
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+
+        class Mine(asgd_bridge.paddle.ASGD):
+            def lrs(self):
+                return [g["lr"] for g in self.param_groups]
+        """,
+    ),
     "named_parameters_stripped_at_run_time": (
         """
         import torch

@@ -192,6 +192,19 @@ class _Analysis(cst.CSTVisitor):
         self.assigned: dict[str, set[str]] = defaultdict(set)  # key -> {"asgd", "other"}
         self.call_key: dict[int, str] = {}  # id(ASGD call) -> key it is assigned to
         self.uses: dict[str, list[str]] = defaultdict(list)  # key -> use kinds
+        self.mentions = False  # the class is named outside imports (called, subclassed, referenced)
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
 
     def _is_asgd_call(self, node: cst.BaseExpression) -> bool:
         return isinstance(node, cst.Call) and bool(self._qnames(node.func) & self.names)
@@ -376,9 +389,18 @@ class TorchToPaddle(_Base):
         return out
 
     # ------------------------------------------------------------------ decisions
-    def _mixed_keys(self) -> set[str]:
+    def _wraps_param_groups(self, key: str) -> bool:
+        """Whether ``key.param_groups`` needs :func:`.runtime.param_groups`.
+
+        In a program that uses torch's ASGD, any expression not known to hold only an ASGD may hold a
+        Paddle optimizer once PaConvert has run (the AWD-LSTM habit asks ``'t0' in
+        optimizer.param_groups[0]`` of a ``torch.optim.SGD``, however the ASGD is later made), and Paddle
+        optimizers have no ``param_groups``. The helper returns ``param_groups`` itself where it exists.
+        """
         assert self._analysis is not None
-        return {k for k, kinds in self._analysis.assigned.items() if kinds == {"asgd", "other"}}
+        if key == "self" and self._class_stack and self._class_stack[-1] is not None:
+            return False  # inside an ASGD subclass: self is the averaged-SGD optimizer
+        return self._analysis.mentions and self._analysis.assigned.get(key) != {"asgd"}
 
     def _sgd_reason_against(self, call: cst.Call, values: dict[str, cst.Arg]) -> str | None:
         """Why plain paddle.optimizer.SGD would not be exact for this call (None: it is exact)."""
@@ -725,7 +747,7 @@ class TorchToPaddle(_Base):
     ) -> cst.BaseExpression:
         if (
             original_node.attr.value == "param_groups"
-            and self._code(original_node.value) in self._mixed_keys()
+            and self._wraps_param_groups(self._code(original_node.value))
             and not isinstance(self.get_metadata(ParentNodeProvider, original_node, None), cst.AssignTarget)
         ):
             AddImportsVisitor.add_needed_import(self.context, RUNTIME_MODULE)
@@ -733,7 +755,7 @@ class TorchToPaddle(_Base):
                 original_node,
                 "param_groups",
                 PARAM_GROUPS_HELPER,
-                f"{self._code(original_node.value)} also holds a Paddle optimizer without param_groups",
+                f"{self._code(original_node.value)} may hold a Paddle optimizer (no param_groups)",
             )
             return cst.Call(
                 func=_expr(PARAM_GROUPS_HELPER),
