@@ -709,3 +709,19 @@ def test_add_param_group_zero_grad_and_hooks_behave_like_torch():
     assert all(p.grad is None for p in params)
     opt.load_state_dict(opt.state_dict())
     assert make_ours.calls == ["sd", "load"]
+
+
+@pytest.mark.usefixtures("torch_float64_default")
+def test_load_state_dict_keeps_step_dtype_in_fused_groups_like_torch():
+    # torch's Optimizer.load_state_dict casts "step" to float32 when a group has a truthy "fused" key
+    # (the fused CPU kernel then took its slower fallback, with a RuntimeWarning, after every resume).
+    p0s = initial_params(torch.float64, shapes=[(3,), (2, 2)])
+    grads = gradients(p0s, 6)
+    whole, _, _ = run(ASGD, p0s, grads, {"lr": 0.1, "t0": 1, "fused": True})
+    first, opt, params = run(ASGD, p0s, grads[:3], {"lr": 0.1, "t0": 1, "fused": True})
+    fresh = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt2 = ASGD(fresh, lr=0.1, t0=1, fused=True)
+    opt2.load_state_dict(opt.state_dict())
+    assert opt2.state[fresh[0]]["step"].dtype == torch.float64  # (fresh[1] never gets a gradient)
+    second, _, _ = run(ASGD, p0s, grads[3:], {}, opt_and_params=(opt2, fresh))
+    assert_identical(first + second, whole)

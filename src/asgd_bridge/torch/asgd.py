@@ -184,6 +184,23 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         check_asgd_schedule(**{k: param_group[k] for k in ("lambd", "alpha", "t0") if k in param_group})
         super().add_param_group(param_group)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, with ``step`` kept as saved also in ``fused=True`` groups.
+
+        torch's ``Optimizer`` reads a group's ``fused`` key as *its* fused flag and casts ``step`` to
+        float32 on the parameter's device; torch.optim.ASGD (no ``fused``) keeps the saved tensor, and
+        so does this class. ``capturable`` groups are still cast, as torch does.
+        """
+        super().load_state_dict(state_dict)
+        saved_state = state_dict.get("state", {})
+        for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            if not saved_group.get("fused") or group.get("capturable"):
+                continue
+            for pid, p in zip(saved_group["params"], group["params"], strict=True):
+                step = saved_state.get(pid, {}).get("step")
+                if torch.is_tensor(step) and p in self.state:
+                    self.state[p]["step"] = step
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
