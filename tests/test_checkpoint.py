@@ -4,6 +4,7 @@ that never left the first framework lands (ASGD and SAG, with transposed nn.Line
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,101 @@ def test_cli_main_dispatches_checkpoint(tmp_path: Path) -> None:
     assert main(["checkpoint", "convert", str(tmp_path / "sag.pt"), str(tmp_path / "sag.pdopt")]) == 0
     loaded = paddle.load(str(tmp_path / "sag.pdopt"))
     assert loaded["state"][0]["y"].shape == [2, 2, 3] and loaded["param_groups"][0]["batch_num"] == 2
+
+
+# --------------------------------------------------------------------------- explicit name map
+
+
+class PaddleReordered(paddle.nn.Layer):
+    """The torch Sequential(Linear(4, 3), Tanh, Linear(3, 2)) with its layers declared in the other
+    order, so its parameters come out (and the optimizer numbers them) as out.*, hidden.*."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = paddle.nn.Linear(3, 2)
+        self.hidden = paddle.nn.Linear(4, 3)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.out(paddle.tanh(self.hidden(x)))
+
+
+NAME_MAP = {
+    "0.weight": "hidden.weight",
+    "0.bias": "hidden.bias",
+    "2.weight": "out.weight",
+    "2.bias": "out.bias",
+}
+
+
+def test_name_map_pairs_parameters_declared_in_another_order() -> None:
+    def tmodel() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+
+    data = batches(2 * STEPS, seed=6)
+    whole = tmodel()
+    whole_opt = torch.optim.ASGD(whole.parameters(), **ASGD_HP)
+    train_torch(whole, whole_opt, data)
+    first = tmodel()
+    first_opt = torch.optim.ASGD(first.parameters(), **ASGD_HP)
+    train_torch(first, first_opt, data[:STEPS])
+
+    pm = PaddleReordered()
+    tnamed = dict(first.named_parameters())
+    for pname, p in pm.named_parameters():
+        src = next(k for k, v in NAME_MAP.items() if v == pname)
+        arr = tnamed[src].detach().numpy()
+        p.set_value(arr.T.copy() if arr.ndim == 2 else arr.copy())
+    with pytest.raises(CheckpointError, match="neither equal nor transposed"):  # by order it cannot fit
+        convert_state_dict(first_opt.state_dict(), to="paddle", target=pm)
+    sd = convert_state_dict(first_opt.state_dict(), to="paddle", target=pm, source=first, name_map=NAME_MAP)
+    popt = PaddleASGD(learning_rate=ASGD_HP["lr"], parameters=pm.parameters(), **{
+        k: v for k, v in ASGD_HP.items() if k != "lr"})  # fmt: skip
+    popt.set_state_dict(sd)
+    train_paddle(pm, popt, data[STEPS:])
+    want = dict(whole.named_parameters())
+    for pname, p in pm.named_parameters():
+        src = next(k for k, v in NAME_MAP.items() if v == pname)
+        got = p.numpy().T if p.ndim == 2 else p.numpy()
+        close(got, want[src].detach().numpy())
+
+
+def test_name_and_index_map_errors() -> None:
+    sd = _trained_sag_state()  # two parameters: [2, 3], [3]
+    with pytest.raises(CheckpointError, match="needs source= and target="):
+        convert_state_dict(sd, to="paddle", name_map={"w": "w"})
+    with pytest.raises(CheckpointError, match=r"parameter 1 \('b'\) maps to 'bias'"):
+        convert_state_dict(sd, to="paddle", source=["w", "b"], target=["w", "c"], name_map={"b": "bias"})
+    with pytest.raises(CheckpointError, match=r"source parameter\(s\) \['nope'\]"):
+        convert_state_dict(sd, to="paddle", source=["w", "b"], target=["w", "b"], name_map={"nope": "w"})
+    with pytest.raises(CheckpointError, match="parameters 0 and 1 to the same target parameter 0"):
+        convert_state_dict(sd, to="paddle", index_map={1: 0})
+    with pytest.raises(CheckpointError, match="outside 0..1"):
+        convert_state_dict(sd, to="paddle", index_map={0: 5, 1: 0})
+    swapped = convert_state_dict(sd, to="paddle", index_map={0: 1, 1: 0})
+    assert swapped["state"][1]["d"].shape == [2, 3] and swapped["param_groups"][0]["params"] == [0, 1]
+    # a shape mismatch names the target parameter when the target has names
+    pm = {"w": paddle.ones([3, 3]), "b": paddle.ones([3])}
+    with pytest.raises(CheckpointError, match=r"parameter 0 \('w'\): .*\[2, 3\].*\[3, 3\]"):
+        convert_state_dict(sd, to="paddle", target=pm)
+
+
+def test_cli_name_map(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    opt = torch.optim.ASGD(tm.parameters(), **ASGD_HP)
+    train_torch(tm, opt, batches(3, seed=7))
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    torch.save(tm.state_dict(), tmp_path / "model.pt")
+    pm = PaddleReordered()
+    paddle.save(pm.state_dict(), str(tmp_path / "model.pdparams"))
+    (tmp_path / "names.json").write_text(json.dumps(NAME_MAP))
+    argv = ["checkpoint", "convert", str(tmp_path / "opt.pt"), str(tmp_path / "opt.pdopt"),
+            "--target-model", str(tmp_path / "model.pdparams")]  # fmt: skip
+    assert cli(argv) == 2  # by order the shapes do not fit
+    argv += ["--source-model", str(tmp_path / "model.pt"), "--name-map", str(tmp_path / "names.json")]
+    assert cli(argv) == 0
+    out = paddle.load(str(tmp_path / "opt.pdopt"))
+    # target position 2 is hidden.weight [4, 3]: torch's 0.weight [3, 4], transposed
+    np.testing.assert_array_equal(out["state"][2]["ax"].numpy(), opt.state_dict()["state"][0]["ax"].numpy().T)
+    np.testing.assert_array_equal(out["state"][1]["ax"].numpy(), opt.state_dict()["state"][3]["ax"].numpy())

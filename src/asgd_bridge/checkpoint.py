@@ -18,6 +18,7 @@ __all__ = [
     "convert_state_dict",
     "detect_kind",
     "paddle_to_torch",
+    "parameter_names",
     "target_layout",
     "torch_to_paddle",
 ]
@@ -116,6 +117,59 @@ def target_layout(target: Any) -> tuple[list[tuple[int, ...]], set[int]]:
     return shapes, linear
 
 
+def parameter_names(model: Any) -> list[str]:
+    """Parameter names in optimizer order: a ``torch.nn.Module`` / ``paddle.nn.Layer``
+    (``named_parameters()``), a model state dict (keys, buffers skipped) or a list of names."""
+    if hasattr(model, "named_parameters"):
+        return [name for name, _ in model.named_parameters()]
+    if isinstance(model, Mapping):
+        return [str(k) for k in model if not str(k).endswith(_BUFFER_SUFFIXES)]
+    names = list(model)
+    if not all(isinstance(n, str) for n in names):
+        raise CheckpointError("parameter names must be a model, a model state dict or a list of str")
+    return names
+
+
+def _index_map_from_names(
+    name_map: Mapping[str, str], source: Any, target: Any, n: int
+) -> tuple[dict[int, int], list[str]]:
+    """``name_map`` (source name -> target name; unlisted names map to themselves) as positions."""
+    if source is None or target is None:
+        raise CheckpointError("name_map needs source= and target= (models, model state dicts or name lists)")
+    src, dst = parameter_names(source), parameter_names(target)
+    for side, names in (("source", src), ("target", dst)):
+        if len(names) != n:
+            raise CheckpointError(f"the state dict has {n} parameters but the {side} names {len(names)}")
+    unknown = sorted(set(name_map) - set(src))
+    if unknown:
+        raise CheckpointError(f"name_map names source parameter(s) {unknown} that the source does not have")
+    where = {name: i for i, name in enumerate(dst)}
+    imap = {}
+    for j, name in enumerate(src):
+        to = name_map.get(name, name)
+        if to not in where:
+            raise CheckpointError(
+                f"parameter {j} ({name!r}) maps to {to!r}, which the target does not have "
+                f"(target parameters: {dst[:6]}{' ...' if len(dst) > 6 else ''})"
+            )
+        imap[j] = where[to]
+    return imap, dst
+
+
+def _check_bijection(imap: Mapping[int, int], n: int) -> None:
+    targets = [imap.get(j, j) for j in range(n)]
+    bad = sorted({t for t in targets if not 0 <= t < n})
+    if bad:
+        raise CheckpointError(f"index_map sends parameters to {bad}, outside 0..{n - 1}")
+    seen: dict[int, int] = {}
+    for j, t in enumerate(targets):
+        if t in seen:
+            raise CheckpointError(
+                f"index_map/name_map sends parameters {seen[t]} and {j} to the same target parameter {t}"
+            )
+        seen[t] = j
+
+
 # --------------------------------------------------------------------------- format detection
 
 
@@ -152,7 +206,11 @@ def _param_shape(kind: Kind, entry: Mapping[str, Any]) -> tuple[int, ...] | None
 
 
 def _plan(
-    source_shape: tuple[int, ...] | None, target_shape: tuple[int, ...] | None, index: int, is_linear: bool
+    source_shape: tuple[int, ...] | None,
+    target_shape: tuple[int, ...] | None,
+    index: int,
+    is_linear: bool,
+    label: str = "",
 ) -> bool:
     """Whether parameter ``index``'s state must be transposed; raises if the shapes do not fit."""
     if source_shape is None or target_shape is None:
@@ -172,7 +230,7 @@ def _plan(
             )
         return False
     raise CheckpointError(
-        f"parameter {index}: state has shape {list(source_shape)} but the target parameter has shape "
+        f"parameter {index}{label}: state has shape {list(source_shape)} but the target parameter has shape "
         f"{list(target_shape)} (neither equal nor transposed)"
     )
 
@@ -184,6 +242,8 @@ def convert_state_dict(
     target: Any = None,
     index_map: Mapping[int, int] | None = None,
     transpose: Iterable[int] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    source: Any = None,
 ) -> dict[str, Any]:
     """Convert an optimizer state dict to the other framework's class of the same algorithm.
 
@@ -197,9 +257,16 @@ def convert_state_dict(
             whose parameter shape is the transpose of the target's (2-D) is transposed; a mismatch
             raises :class:`CheckpointError` naming the parameter and both shapes; a count mismatch
             raises naming both counts. Without ``target`` nothing is transposed or checked.
-        index_map: source parameter index -> target index (default: same order).
+        index_map: source parameter index -> target index (default: same order); it must be one to
+            one, else :class:`CheckpointError`.
         transpose: target indices to transpose regardless of shapes (square Linear weights given as
             shapes).
+        name_map: source parameter name -> target parameter name (names not listed map to
+            themselves), instead of ``index_map``; needs ``source`` and ``target`` to name the
+            parameters (see :func:`parameter_names`), e.g.
+            ``name_map={"encoder.weight": "embedding.weight"}``.
+        source: the source model (or its state dict, or its parameter names in order), for
+            ``name_map`` and for naming parameters in errors.
 
     Returns:
         A new state dict in the target framework's format (the input is not modified).
@@ -211,7 +278,8 @@ def convert_state_dict(
     n_source = sum(len(g["params"]) for g in groups)
     shapes: list[tuple[int, ...]] | None = None
     linear: set[int] = set(transpose or ())
-    if target is not None:
+    names_only = isinstance(target, Sequence) and bool(target) and all(isinstance(t, str) for t in target)
+    if target is not None and not names_only:
         shapes, known = target_layout(target)
         linear |= known
         if len(shapes) != n_source:
@@ -220,7 +288,21 @@ def convert_state_dict(
             )
     order = [i for g in groups for i in g["params"]]
     position = {int(i): j for j, i in enumerate(order)}
-    imap = {int(k): int(v) for k, v in (index_map or {}).items()}
+    if name_map is not None and index_map is not None:
+        raise CheckpointError("give index_map or name_map, not both")
+    target_names: list[str] | None = None
+    if name_map is not None:
+        imap, target_names = _index_map_from_names(name_map, source, target, n_source)
+    else:
+        imap = {int(k): int(v) for k, v in (index_map or {}).items()}
+    _check_bijection(imap, n_source)
+    if target_names is None and target is not None:
+        try:
+            target_names = parameter_names(target)
+        except CheckpointError:
+            target_names = None
+    if target_names is not None and len(target_names) != n_source:
+        target_names = None
 
     def new_index(i: Any) -> int:
         j = position[int(i)]
@@ -233,13 +315,20 @@ def convert_state_dict(
         flip = (
             j in linear
             if src_shape and len(src_shape) == 2 and shapes is None
-            else _plan(src_shape, shapes[j] if shapes is not None else None, j, j in linear)
+            else _plan(
+                src_shape,
+                shapes[j] if shapes is not None else None,
+                j,
+                j in linear,
+                f" ({target_names[j]!r})" if target_names else "",
+            )
         )
         state[j] = _convert_entry(kind, entry, flip, to)
     new_groups = []
     for g in groups:
         out = _convert_group(kind, g, to)
-        out["params"] = [new_index(i) for i in g["params"]]
+        # target positions, in the target's order: a loader pairs them with its group's parameters
+        out["params"] = sorted(new_index(i) for i in g["params"])
         new_groups.append(out)
     result: dict[str, Any] = {"state": dict(sorted(state.items())), "param_groups": new_groups}
 

@@ -51,6 +51,14 @@ def register(subparsers: Any) -> None:
         default="",
         help="comma-separated parameter indices to transpose whatever their shapes (square Linear weights)",
     )
+    conv.add_argument(
+        "--name-map",
+        help="JSON object (inline or a .json file) source parameter name -> target parameter name, for "
+        "parameters that do not correspond by order; needs --source-model and --target-model",
+    )
+    conv.add_argument(
+        "--source-model", type=Path, help="state dict of the source model (its parameter names, in order)"
+    )
     conv.set_defaults(func=run_convert)
 
 
@@ -116,14 +124,26 @@ def run_convert(args: argparse.Namespace) -> int:
             model_fw = _framework_of(args.target_model) or to
             target = _load(args.target_model, model_fw)
         transpose = {int(i) for i in args.transpose.split(",") if i.strip()}
+        name_map = source_model = None
+        if args.name_map:
+            text = args.name_map
+            if not text.lstrip().startswith("{"):
+                text = Path(text).read_text(encoding="utf-8")
+            name_map = json.loads(text)
+            if not isinstance(name_map, dict):
+                return fail("--name-map must be a JSON object {source name: target name}")
+        if args.source_model:
+            source_model = _load(args.source_model, _framework_of(args.source_model) or source)
         state = _load(args.input, source)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            converted = convert_state_dict(state, to=to, target=target, transpose=transpose)
+            converted = convert_state_dict(
+                state, to=to, target=target, transpose=transpose, name_map=name_map, source=source_model
+            )
         for w in caught:
             print(f"asgd-bridge checkpoint convert: warning: {w.message}", file=sys.stderr)
         _save_atomically(converted, args.output, to)
-    except (CheckpointError, ValueError, TypeError, json.JSONDecodeError) as err:
+    except (CheckpointError, ValueError, TypeError, OSError, json.JSONDecodeError) as err:
         return fail(str(err))
     except Exception as err:  # unreadable files: say which, without a traceback
         return fail(f"{type(err).__name__}: {err}")
