@@ -416,6 +416,41 @@ def test_matches_numpy_reference(case, fix, foreach, dtype):
                 np.testing.assert_allclose(u.numpy(), w, rtol=tol, atol=tol)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    lrs=st.lists(st.floats(0.0, 0.5), min_size=1, max_size=6),
+    lambd=st.floats(0.0, 0.5),
+    alpha=st.floats(0.0, 1.5),
+    t0=st.integers(0, 4),
+    weight_decay=st.floats(0.0, 0.2),
+    maximize=st.booleans(),
+    immediate_lr=st.booleans(),
+    bottou_average=st.booleans(),
+    foreach=st.booleans(),
+    shape=st.lists(st.integers(1, 4), max_size=3).map(tuple),
+    seed=st.integers(0, 2**16),
+)
+def test_hypothesis_fixes_and_lr_changes_match_numpy_reference(
+    lrs, lambd, alpha, t0, weight_decay, maximize, immediate_lr, bottou_average, foreach, shape, seed
+):
+    hp = dict(lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, maximize=maximize,
+              immediate_lr=immediate_lr, bottou_average=bottou_average)  # fmt: skip
+    p0s = initial_params(torch.float64, shapes=[shape], seed=seed)
+    grads = gradients(p0s, len(lrs), seed=seed + 1)
+    params = [torch.nn.Parameter(p.clone()) for p in p0s]
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # float64 eta/mu, as in the reference
+    try:
+        opt = ASGD(params, lr=lrs[0], foreach=foreach, **hp)
+        ours, _, _ = run(ASGD, p0s, grads, {}, lr_at=dict(enumerate(lrs)), opt_and_params=(opt, params))
+    finally:
+        torch.set_default_dtype(before)
+    want = _reference_run(p0s, grads, hp, lrs)
+    for (ps, axs), (wps, waxs) in zip(ours, want, strict=True):
+        for u, w in [*zip(ps, wps, strict=True), *zip(axs, waxs, strict=True)]:
+            np.testing.assert_allclose(u.numpy(), w, rtol=1e-10, atol=1e-10)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
