@@ -152,3 +152,35 @@ def test_no_warning_once_every_parameter_has_stepped():
         # t0 not reached: torch copies p into ax every step, so the average is the parameter itself
         assert all(torch.equal(a, p.detach()) for a, p in zip(opt.averaged_parameters(),
                                                               model.parameters(), strict=True))
+
+
+def test_averaged_state_dict_keeps_parameters_the_optimizer_does_not_own():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    frozen = model[0].weight  # e.g. a frozen embedding: not given to the optimizer
+    opt = ASGD([p for p in model.parameters() if p is not frozen], lr=0.1, t0=0)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 3)).sum().backward()
+        opt.step()
+    sd = opt.averaged_state_dict(model)
+    assert torch.equal(sd["0.weight"], frozen.detach())
+    for name in ("0.bias", "1.weight", "1.bias"):
+        param = dict(model.named_parameters())[name]
+        assert torch.equal(sd[name], opt.state[param]["ax"]) and not torch.equal(sd[name], param.detach())
+
+
+def test_two_swaps_in_a_row_with_training_between_use_the_current_averages():
+    model, opt = trained()
+    with opt.swap_averaged():
+        first = raw_of(model)
+    x = torch.randn(16, 3)
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+    raw = raw_of(model)
+    with opt.swap_averaged():
+        second = raw_of(model)
+    assert all(torch.equal(s, a) for s, a in zip(second, opt.averaged_parameters(), strict=True))
+    assert not all(torch.equal(f, s) for f, s in zip(first, second, strict=True))
+    assert all(torch.equal(p.detach(), r) for p, r in zip(model.parameters(), raw, strict=True))
