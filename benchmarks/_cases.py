@@ -2,7 +2,9 @@
 
 A *family* is a set of rows timed together (interleaved, paired by repeat) on shared parameters;
 its first row is the baseline its ratios are taken against. Every family also times the roofline
-probes (STREAM-like copy / triad / in-place update) in the same interleaved loop.
+probes in the same interleaved loop: STREAM-like kernels in plain C with OpenMP (benchmarks/stream.c:
+copy, scale, add, triad, the read-modify-write updates the roofline is taken from, and the fused
+kernel's own pattern as a sanity check) and, as extra rows, the earlier torch-op probes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Workload:
     seed: int = 0
     _torch: list | None = None
     _paddle: list | None = None
+    _probe: tuple | None = None
 
     @property
     def numel(self) -> int:
@@ -74,8 +77,23 @@ class Workload:
             self._paddle = ps
         return self._paddle
 
+    @property
+    def probe_numel(self) -> int:
+        """fp32 elements of each probe buffer: the bytes of one copy of the parameters."""
+        return self.numel * self.itemsize // 4
+
+    def probe_buffers(self) -> tuple:
+        """Three fp32 buffers shared by every probe of this workload (``b`` is only ever read)."""
+        if self._probe is None:
+            import torch
+
+            gen = torch.Generator().manual_seed(self.seed + 1)
+            n = self.probe_numel
+            self._probe = tuple(torch.rand(n, generator=gen) + 0.5 for _ in range(3))
+        return self._probe
+
     def release(self) -> None:
-        self._torch = self._paddle = None
+        self._torch = self._paddle = self._probe = None
 
 
 @dataclass
@@ -190,30 +208,110 @@ def _check_paddle_sag() -> None:
 # --------------------------------------------------------------------------- roofline probes
 
 
-def _probe(kind: str) -> Callable[[Workload], tuple[Step, Any]]:
-    """STREAM-like kernels in torch on the run's threads, over one fp32 buffer of the workload's size.
+@dataclass(frozen=True)
+class ProbeSpec:
+    """Bytes per element one pass of a probe moves, counted two ways.
 
-    ``copy`` (b = a, 8 B counted), ``triad`` (a = b + s*c, 12 B counted; the store also costs a
-    read-for-ownership the STREAM count leaves out) and ``update`` (a += s*b, 12 B, written lines were
-    read: the access pattern of an optimizer step).
+    ``stream_bytes`` is STREAM's convention (the arrays named in the source: reads + writes).
+    ``actual_bytes`` adds the read-for-ownership of a line that is only written (write-allocate:
+    with ordinary stores the CPU reads the line before overwriting it). In a read-modify-write
+    (``rmw``) probe every written line was read in the same pass, so both counts agree.
+    ``roofline``: the probe's actual bandwidth is a candidate for the run's roofline (the C
+    read-modify-write probes, which have the optimizer's access pattern without its arithmetic).
     """
+
+    impl: str  # "C" | "torch"
+    kind: str
+    stream_bytes: int
+    actual_bytes: int
+    rmw: bool
+    roofline: bool = False
+    code: int = -1  # stream_run's kind in benchmarks/stream.c
+
+
+#: The C probes of benchmarks/stream.c (OpenMP, the run's threads, static schedule).
+_C_PROBES = [
+    ProbeSpec("C", "copy", 8, 12, False, code=0),      # a = b
+    ProbeSpec("C", "scale", 8, 12, False, code=1),     # a = s*b
+    ProbeSpec("C", "add", 12, 16, False, code=2),      # a = b + c
+    ProbeSpec("C", "triad", 12, 16, False, code=3),    # a = b + s*c
+    ProbeSpec("C", "update1", 8, 8, True, True, code=4),    # a = s*a
+    ProbeSpec("C", "update2", 12, 12, True, True, code=5),  # a = a + s*b
+    # p = k*p - e*g; x = x + m*(p - x): what the fused ASGD kernel does. A sanity check of the
+    # fused kernel (it should run at about this probe's speed), never the roofline.
+    ProbeSpec("C", "asgd", 20, 20, True, code=6),
+]
+#: The torch probes of earlier runs, kept as extra rows (eager ops: not one tuned pass each).
+_TORCH_PROBES = [
+    ProbeSpec("torch", "copy", 8, 12, False),     # a.copy_(b)
+    ProbeSpec("torch", "triad", 12, 16, False),   # torch.add(b, c, alpha=s, out=a)
+    ProbeSpec("torch", "update", 12, 12, True),   # a.add_(b, alpha=s)
+]
+#: Reads in a C probe call cover at least this many elements (several passes over small arrays),
+#: so the call and the OpenMP start-up do not hide a cache-resident array's bandwidth.
+_C_PROBE_MIN_ELEMS = 1 << 20
+
+_stream_lib: Any = None
+
+
+def stream_library() -> Any:
+    """benchmarks/stream.c, built and loaded by the fused kernel's builder (same flags and cache)."""
+    global _stream_lib
+    if _stream_lib is None:
+        import ctypes
+        from pathlib import Path
+
+        from asgd_bridge.torch._fused import build_shared_library
+
+        lib = build_shared_library(Path(__file__).with_name("stream.c"), "stream_probe")
+        p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
+        lib.stream_run.restype = i
+        lib.stream_run.argtypes = [i, i64, p, p, p, i, i]
+        _stream_lib = lib
+    return _stream_lib
+
+
+def _probe(spec: ProbeSpec) -> Callable[[Workload], tuple[Step, Any]]:
+    """One probe over the workload's shared fp32 probe buffers (as many bytes as one parameter copy)."""
 
     def make(w: Workload) -> tuple[Step, Any]:
         import torch
 
-        n = w.numel
-        a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
-        if kind == "copy":
-            return (lambda: b.copy_(a)), None
-        if kind == "triad":
-            return (lambda: torch.add(b, c, alpha=1e-3, out=a)), None
-        return (lambda: a.add_(b, alpha=1e-3)), None
+        a, b, c = w.probe_buffers()
+        if spec.impl == "C":
+            lib = stream_library()
+            n = a.numel()
+            reps = max(1, _C_PROBE_MIN_ELEMS // max(n, 1))
+            threads = torch.get_num_threads()
+            args = (spec.code, n, a.data_ptr(), b.data_ptr(), c.data_ptr(), reps, threads)
+
+            def step() -> None:
+                if lib.stream_run(*args) != 0:
+                    raise RuntimeError(f"stream_run refused kind {spec.kind}")
+
+            return step, reps
+        if spec.kind == "copy":
+            return (lambda: a.copy_(b)), 1
+        if spec.kind == "triad":
+            return (lambda: torch.add(b, c, alpha=0.5, out=a)), 1
+        return (lambda: a.add_(b, alpha=1e-3)), 1
 
     return make
 
 
-PROBE_BYTES = {"copy": 8, "triad": 12, "update": 12}
-PROBES = [Row(f"probe: {k}", "probe", "probe", _probe(k)) for k in PROBE_BYTES]
+def _check_stream() -> None:
+    stream_library()
+
+
+PROBE_SPECS: dict[str, ProbeSpec] = {f"probe: {s.impl} {s.kind}": s for s in [*_C_PROBES, *_TORCH_PROBES]}
+PROBES = [
+    Row(name, "probe", "probe", _probe(s), _check_stream if s.impl == "C" else (lambda: None))
+    for name, s in PROBE_SPECS.items()
+]
+#: Used for the roofline only when no C probe could be built (no compiler): the torch RMW probe.
+FALLBACK_ROOFLINE = ["probe: torch update"]
+#: The probe with the fused kernel's own access pattern (sanity check of the fused rows).
+ASGD_PROBE = "probe: C asgd"
 
 #: SAG with many stored gradients is memory-hungry (batch_num x parameters): capped by default.
 SAG8_MAX = 16_000_000

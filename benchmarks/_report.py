@@ -70,71 +70,148 @@ def _groups(doc: dict[str, Any]) -> dict[tuple, list[dict]]:
     return g
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    k = len(xs)
+    return xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2
+
+
+def _roofline(recs: list[dict]) -> tuple[float | None, list[str]]:
+    """The workload's roofline (median over its families' paired rooflines) and the probes it came from."""
+    roof = [r for r in recs if r["row"] == "roofline" and r.get("bandwidth_gbs") == r.get("bandwidth_gbs")]
+    if not roof:
+        return None, []
+    return _median([r["bandwidth_gbs"] for r in roof]), roof[0].get("sources", [])
+
+
+def probe_summary(recs: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per probe of one workload: median over families of its STREAM-convention and actual GB/s."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in recs:
+        if r["framework"] == "probe" and r["row"] != "roofline" and "bandwidth_actual_gbs" in r:
+            by[r["row"]].append(r)
+    return {name: {"stream": _median([r["bandwidth_stream_gbs"] for r in rs]),
+                   "actual": _median([r["bandwidth_actual_gbs"] for r in rs]),
+                   "rmw": rs[0]["rmw"], "roofline": rs[0].get("roofline_candidate", False)}
+            for name, rs in by.items()}
+
+
+def _fmt_probe(v: dict[str, Any]) -> str:
+    return f"{v['actual']:.1f}" if v["rmw"] else f"{v['stream']:.1f} / {v['actual']:.1f}"
+
+
+def _order(kv: tuple) -> tuple:
+    (dtype, layout, n, _), _ = kv
+    return (dtype != "float32", layout, n)
+
+
 def table(doc: dict[str, Any], markdown: bool = False) -> str:
     """One block per workload: rows with median step time, paired speed-up vs the family's baseline,
-    fraction of the roofline floor and state size."""
+    fraction of the roofline, state size and peak RSS growth; then the probes' bandwidths."""
     lines = []
-    head = ["family", "row", "median ms", "speed-up vs baseline", "of roofline", "state MiB"]
-    for (dtype, layout, n, nt), recs in sorted(_groups(doc).items(), key=lambda kv: (kv[0][0] != "float32",
-                                                                                   kv[0][1], kv[0][2])):
-        roof = [r for r in recs if r["row"] == "roofline"]
-        bw = f"{roof[0]['bandwidth_gbs']:.1f} GB/s" if roof else "?"
-        title = f"{dtype}, {layout}, {_fmt_n(n)} elements in {nt} tensor(s); roofline {bw}"
+    head = ["family", "row", "median ms", "speed-up vs baseline", "of roofline", "state MiB",
+            "peak RSS +MiB"]
+    for (dtype, layout, n, nt), recs in sorted(_groups(doc).items(), key=_order):
+        bw, src = _roofline(recs)
+        roof = f"{bw:.1f} GB/s ({', '.join(x.removeprefix('probe: ') for x in src)})" if bw else "?"
+        title = f"{dtype}, {layout}, {_fmt_n(n)} elements in {nt} tensor(s); roofline {roof}"
         body = []
         for r in recs:
             if r["framework"] == "probe":
                 continue
             if "error" in r:
-                body.append([r["family"], r["row"], "n/a", r["error"][:60], "", ""])
+                body.append([r["family"], r["row"], "n/a", r["error"][:60], "", "", ""])
                 continue
             sp = r.get("speedup_vs_baseline")
             st = r.get("state_bytes")
+            pk = r.get("peak_rss_growth_bytes")
             body.append([
                 r["family"], r["row"], f"{r['median_s'] * 1e3:.3f}",
                 "baseline" if r.get("baseline") == r["row"] else (f"{sp:.2f}x" if sp else ""),
                 f"{r['roofline_fraction'] * 100:.0f}%", f"{st / MB:.1f}" if st is not None else "",
+                f"{pk / MB:.1f}" if pk is not None else "",
             ])
+        probes = probe_summary(recs)
+        probe_line = ("probes GB/s (STREAM count / actual traffic; read-modify-write: one number): "
+                      + ", ".join(f"{k.removeprefix('probe: ')} {_fmt_probe(v)}" for k, v in probes.items()))
         if markdown:
             lines += [f"**{title}**", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
             lines += ["| " + " | ".join(b) + " |" for b in body]
-            lines.append("")
+            lines += ["", probe_line if probes else "", ""]
         else:
             w = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
             lines += ["", title, "  ".join(h.ljust(k) for h, k in zip(head, w, strict=True))]
             lines += ["  ".join(str(x).ljust(k) for x, k in zip(b, w, strict=True)) for b in body]
+            if probes:
+                lines.append(probe_line)
     return "\n".join(lines)
 
 
+def probe_table(doc: dict[str, Any]) -> str:
+    """Markdown: every probe's bandwidth per workload (STREAM count / actual traffic)."""
+    groups = sorted(_groups(doc).items(), key=_order)
+    names: list[str] = []
+    for _, recs in groups:
+        names += [k for k in probe_summary(recs) if k not in names]
+    if not names:
+        return ""
+    head = ["workload", "roofline GB/s", *[k.removeprefix("probe: ") for k in names]]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (dtype, layout, n, nt), recs in groups:
+        ps = probe_summary(recs)
+        bw, _ = _roofline(recs)
+        label = f"{dtype} {layout} {_fmt_n(n)}" + (f" ({nt} tensors)" if nt > 1 else "")
+        cells = [label, f"{bw:.1f}" if bw else "?", *[_fmt_probe(ps[k]) if k in ps else "" for k in names]]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _style(name: str) -> dict[str, Any]:
+    # Dashed: the frameworks' own optimizers; marker by framework of the tensors.
+    return {"linestyle": "--" if name.startswith(("torch.optim", "paddle.optimizer")) else "-",
+            "marker": "s" if "paddle" in name else "o"}
+
+
 def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
-    """step_time.png (fp32, one tensor, vs size), roofline.png (fraction vs size), many_small.png."""
+    """step_time.png and roofline.png (fp32, one tensor, vs size), many_small.png, probes.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     res = [r for r in doc["results"] if "median_s" in r and r["framework"] != "probe"]
+    threads = doc["machine"]["threads_used"]
+    colors = plt.get_cmap("tab20").colors  # more rows than the default 10-colour cycle
     paths = []
-    for key, ylabel, fname in (("median_s", "step time (s)", "step_time"),
-                               ("roofline_fraction", "fraction of roofline floor", "roofline")):
-        fig, ax = plt.subplots(figsize=(9, 5.5))
+    for key, ylabel, fname, title in (
+        ("median_s", "step time (s)", "step_time", "Step time, fp32, one tensor"),
+        ("roofline_fraction", "fraction of roofline (floor bytes / roofline bandwidth / step time)",
+         "roofline", "Fraction of the roofline (C read-modify-write probe), fp32, one tensor"),
+    ):
+        fig, ax = plt.subplots(figsize=(12, 5.5))
         series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for r in res:
             if r["dtype"] == "float32" and r["layout"] == "one" and r["family"] != "fused-paths":
                 series[r["row"]].append((r["numel"], r[key]))
-        colors = plt.get_cmap("tab20").colors  # more rows than the default 10-colour cycle
         for i, (name, pts) in enumerate(sorted(series.items())):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name, color=colors[i % 20],
-                    linestyle="--" if name.startswith(("torch.optim", "paddle.optimizer")) else "-")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[i % 20],
+                    **_style(name))
         ax.set_xscale("log")
         if key == "median_s":
             ax.set_yscale("log")
+        else:
+            ax.axhline(1.0, color="black", linewidth=1)
+            ax.axhline(0.8, color="grey", linewidth=1, linestyle=":")
+            ax.text(ax.get_xlim()[0], 1.0, " roofline", va="bottom", fontsize=8)
+            ax.text(ax.get_xlim()[0], 0.8, " target 80% (fused)", va="bottom", fontsize=8, color="grey")
+            ax.set_ylim(0, max(1.1, ax.get_ylim()[1]))
         ax.set_xlabel("parameter elements (fp32, one tensor)")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel, fontsize=9 if key != "median_s" else 10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title(f"{ylabel} ({doc['machine']['threads_used']} threads)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.set_title(f"{title} ({threads} threads)")
         p = out / f"{fname}{suffix}.png"
         fig.tight_layout()
         fig.savefig(p, dpi=110)
@@ -145,12 +222,41 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
     if small:
         fig, ax = plt.subplots(figsize=(9, 5.5))
         small.sort(key=lambda r: r["median_s"])
-        ax.barh([r["row"] for r in small], [r["median_s"] * 1e3 for r in small])
+        bars = ax.barh([r["row"] for r in small], [r["median_s"] * 1e3 for r in small])
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
         ax.set_xlabel("step time (ms)")
+        ax.margins(x=0.12)
         nt = small[0]["ntensors"]
-        ax.set_title(f"many small tensors: {nt} x {small[0]['numel'] // nt} fp32")
+        ax.set_title(f"Many small tensors: {nt} x {small[0]['numel'] // nt} fp32 ({threads} threads)")
         fig.tight_layout()
         p = out / f"many_small{suffix}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    probe_pts: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    probe_rmw: dict[str, bool] = {}
+    for (dtype, layout, _n, _nt), recs in _groups(doc).items():
+        if dtype == "float32" and layout == "one":
+            for name, v in probe_summary(recs).items():
+                pn = next(r["probe_numel"] for r in recs if r["row"] == name and "probe_numel" in r)
+                probe_pts[name].append((pn * 4, v["actual"]))
+                probe_rmw[name] = v["rmw"]
+    if probe_pts:
+        fig, ax = plt.subplots(figsize=(12, 5.5))
+        for i, (name, pts) in enumerate(sorted(probe_pts.items())):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name.removeprefix("probe: "),
+                    color=colors[i % 20], marker="o" if name.startswith("probe: C") else "x",
+                    linestyle="-" if probe_rmw[name] else "--")
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per probe array (fp32; one copy of the parameters)")
+        ax.set_ylabel("GB/s, actual traffic (incl. write-allocate)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  title="solid: read-modify-write", title_fontsize=8)
+        ax.set_title(f"Bandwidth probes by array size ({threads} threads)")
+        fig.tight_layout()
+        p = out / f"probes{suffix}.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         paths.append(p)
@@ -174,9 +280,15 @@ def targets(doc: dict[str, Any]) -> list[str]:
         bound = (f"; torch's for-loop itself is at {loop[0]['roofline_fraction'] * 100:.0f}% of roofline, "
                  "so a step at the roofline would be "
                  f"{1 / loop[0]['roofline_fraction']:.1f}x faster than it") if loop else ""
+        bw, src = _roofline([x for x in doc["results"] if x["dtype"] == r["dtype"]
+                             and x["layout"] == r["layout"] and x["numel"] == r["numel"]])
+        roof = (f" ({bw:.1f} GB/s, best of {', '.join(x.removeprefix('probe: ') for x in src)})"
+                if bw else "")
+        sanity = (f"; {r['asgd_probe_fraction'] * 100:.0f}% of the C probe with the kernel's own access "
+                  "pattern (sanity check: same bytes, ~100% expected)") if "asgd_probe_fraction" in r else ""
         out.append(f"fused vs torch.optim.ASGD for-loop, {r['layout']} {_fmt_n(r['numel'])}: "
                    f"{r['speedup_vs_baseline']:.2f}x (target >= 2x); {r['roofline_fraction'] * 100:.0f}% "
-                   f"of roofline (target >= 80%){bound}")
+                   f"of roofline{roof} (target >= 80%){sanity}{bound}")
     for r in _find(doc, fused, layout="many-small", dtype="float32"):
         fe = _find(doc, "torch.optim.ASGD (foreach)", layout="many-small", dtype="float32", numel=r["numel"])
         if fe:
@@ -194,6 +306,12 @@ def targets(doc: dict[str, Any]) -> list[str]:
                     out.append(f"{cls} vs paddle.optimizer.ASGD, batch_num={bn}, {r['layout']} "
                                f"{_fmt_n(r['numel'])}: {r['speedup_vs_baseline']:.2f}x (target > 1x)")
     return out
+
+
+def _wl_key(label: str) -> tuple:
+    lay, _, n = label.partition(" ")
+    mult = {"k": 1e3, "M": 1e6}.get(n[-1:], 1)
+    return (lay, float(n.rstrip("kM")) * mult)
 
 
 def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
@@ -225,13 +343,44 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
         "row (in a shuffled order) for at least the sample time, so a noisy neighbour slows all rows of a "
         "repeat alike. Speed-ups are the median over repeats of the paired ratio *baseline / row*; the "
         "baseline is the family's first row.",
-        "- Roofline: STREAM-like probes in the same interleaved loop, in torch on the same threads, over "
-        "fp32 buffers of the workload's size: copy (8 B/element counted), triad `a = b + s*c` (12 B) and "
-        "in-place update `a += s*b` (12 B). The roofline bandwidth of a repeat is the best of the three. "
-        "A row's *of roofline* is (its floor bytes / roofline bandwidth) / its step time, where the floor is "
-        "what one step must move: averaged SGD 20 B per fp32 element (read p, grad, ax; write p, ax), SAG "
-        "28 B (read p, grad, d, y[i]; write p, d, y[i]), SGD 12 B; half that for bf16.",
-        "- State: bytes of the tensors in the optimizer's `state_dict()` (each storage once).",
+        "- Roofline: STREAM-like probes timed in the same interleaved loop as the rows (so paired with them "
+        "per repeat), in plain C with OpenMP (`benchmarks/stream.c`, built by the fused kernel's own builder "
+        "with the same compiler and flags), on the same threads, static schedule, over three fp32 arrays of "
+        "as many bytes as one copy of the workload's parameters (so larger than the L3 cache from 16M "
+        "elements on); small arrays get several passes per call so the call and thread start-up do not "
+        "hide their bandwidth. Probes: copy `a = b`, scale `a = s*b`, add `a = b + c`, triad `a = b + s*c`, "
+        "the read-modify-write updates update1 `a = s*a` and update2 `a = a + s*b`, and asgd "
+        "`p = k*p - e*g; x = x + m*(p - x)` (the fused kernel's own pattern).",
+        "- Byte counts: each probe's bandwidth is given two ways. *STREAM count* counts the arrays named in "
+        "the source (copy 8 B/element, triad 12 B); *actual traffic* adds the read-for-ownership of lines "
+        "that are only written (write-allocate: with ordinary stores a copy moves 12 B/element, a triad "
+        "16 B). In a read-modify-write kernel every written line was read in the same pass, so the two "
+        "counts agree (update1 8 B, update2 12 B, asgd 20 B).",
+        "- One convention for *of roofline*: a row's floor bytes / the roofline bandwidth / its step time "
+        "(median over repeats of the paired value). The floor is what one step must move, with no "
+        "write-allocate because an optimizer writes only lines it has read: averaged SGD 20 B per fp32 "
+        "element (read p, grad, ax; write p, ax), SAG 28 B (read p, grad, d, y[i]; write p, d, y[i]), SGD "
+        "12 B; half that for bf16. The roofline of a repeat is the best actual-traffic bandwidth of the C "
+        "read-modify-write probes update1 and update2 (no write-allocate either, so numerator and "
+        "denominator count bytes alike). The asgd probe has exactly the fused kernel's traffic: it is a "
+        "sanity check (the fused row should sit near 100% of it), not the roofline. The torch-op probes of "
+        "earlier runs (`torch copy/triad/update`) are kept as extra rows; they are several eager kernels "
+        "or not one tuned pass, so they underestimate the bandwidth (earlier pages used them and reported "
+        "the fused step above 100% of that roofline). Only if the C probe cannot be built does the roofline "
+        "fall back to `torch update`; the table title names the probes it came from.",
+        "- State: bytes of the tensors in the optimizer's `state_dict()` (each storage once). Peak RSS "
+        "growth: the process's peak resident memory (`VmHWM`, reset through `/proc/self/clear_refs`) "
+        "during the row's construction and first step, minus the resident memory before it, with the "
+        "parameters and gradients already allocated: state plus the step's temporaries. Paddle's "
+        "allocator keeps freed blocks for reuse, and glibc serves allocations below its mmap threshold "
+        "(up to 32 MiB) from heap memory it already holds, so the number is meaningful for the large "
+        "workloads (16M+ elements) and can read ~0 for small ones.",
+        "- Workloads: fp32 " + ", ".join(sorted({f"{lay} {_fmt_n(n)}" for (dt, lay, n, _nt) in _groups(doc)
+                                                 if dt == "float32"}, key=_wl_key))
+        + "; bf16 " + ", ".join(sorted({f"{lay} {_fmt_n(n)}" for (dt, lay, n, _nt) in _groups(doc)
+                                       if dt == "bfloat16"}, key=_wl_key))
+        + ". `paddle.optimizer.ASGD` and our SAG classes with batch_num=8 keep 8 gradient copies and run "
+        "up to 16M elements; `paddle.optimizer.ASGD` has no bf16 kernel (no baseline there).",
         "- Layouts: `one` is one tensor; `split` is the same number of elements in 64 tensors; "
         "`many-small` is 500 tensors of 4096 elements. When each tensor of `split` fits in the last-level "
         "cache, torch's multi-pass for-loop re-reads it from cache, so its distance to the roofline (and "
@@ -242,6 +391,14 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
         "## Targets on this run",
         "",
         *[f"- {t}" for t in targets(doc)],
+        "",
+        "## Roofline probes",
+        "",
+        "GB/s per workload, median over the families' paired repeats: `STREAM count / actual traffic` for "
+        "kernels with write-only arrays, one number for read-modify-write kernels (both counts agree). "
+        "The roofline column is the best of C update1/update2 per repeat (median over repeats).",
+        "",
+        probe_table(doc),
         "",
         "## One-time costs",
         "",
