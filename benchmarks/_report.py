@@ -333,7 +333,8 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
         f"- torch {m['torch']}, paddlepaddle {m['paddle']}, numpy {m['numpy']}; {m['compiler']}",
         f"- **{m['threads_used']} threads for every library**: `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, "
         "`OPENBLAS_NUM_THREADS` set before any import, `torch.set_num_threads`, "
-        "`paddle.base.core.set_num_threads`; `paddle.set_device('cpu')`.",
+        "`paddle.base.core.set_num_threads`; `paddle.set_device('cpu')`; `KMP_BLOCKTIME=0` so Paddle's "
+        "Intel OpenMP threads do not spin into the next row's time.",
         f"- run: {'--quick' if c['quick'] else 'full'}, {c['repeats']} paired repeats, "
         f">= {c['min_time_s'] * 1e3:.0f} ms of work per sample, {c['wall_s']:.0f} s in all.",
         "",

@@ -42,6 +42,9 @@ def set_threads_env(threads: int) -> None:
     # Before torch / paddle / numpy load their OpenMP / BLAS runtimes: the same count for all.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    # Paddle ships Intel's OpenMP, whose idle threads spin for 200 ms after each op and so steal the
+    # cores from the row timed next (torch and our kernel use GNU OpenMP). Sleep at once instead.
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 
 def workloads(quick: bool, dtypes: list[str], max_numel: float | None) -> list:
