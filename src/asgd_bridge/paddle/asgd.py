@@ -20,6 +20,7 @@ from paddle.regularizer import WeightDecayRegularizer
 from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd
 from ..reference import eta_schedule, mu_schedule
+from ._amp import skip_for_found_inf
 
 __all__ = ["ASGD"]
 
@@ -375,7 +376,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         if closure is not None:
             with paddle.enable_grad():
                 loss = closure()
-        if _skip_for_found_inf(self):
+        if skip_for_found_inf(self):
             return loss
         with paddle.no_grad():
             self._sync_lr()
@@ -583,22 +584,6 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                 self._master_weights[p.name] = copy
 
     set_state_dict = load_state_dict
-
-
-def _skip_for_found_inf(opt: paddle.optimizer.Optimizer) -> bool:
-    """Whether ``paddle.amp.GradScaler`` flagged inf/NaN gradients, so the step must be skipped.
-
-    ``GradScaler.step`` sets the ``found_inf`` auxiliary variable and calls ``step()`` unconditionally,
-    leaving the skip to the optimizer; this is what ``Optimizer._create_optimization_pass`` does (one
-    read of the flag, only when a scaler set it).
-    """
-    found_inf = opt._get_auxiliary_var("found_inf")
-    if found_inf is None:
-        return False
-    skip = bool(found_inf)
-    if isinstance(found_inf, paddle.Tensor):
-        opt._set_auxiliary_var("found_inf", skip)
-    return skip
 
 
 def _param_lr_multiplier(p: Tensor) -> float:

@@ -17,7 +17,7 @@ from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from asgd_bridge.hyperparams import SAG_DEFAULTS, check_sag, parse_grad_clip, parse_weight_decay
 from asgd_bridge.memory import StateTensor, check_sag_memory
-from asgd_bridge.paddle.asgd import _skip_for_found_inf
+from asgd_bridge.paddle._amp import skip_for_found_inf
 
 try:  # the fused kernel of paddle.optimizer.ASGD: one pass over p, g, d and y[i]
     from paddle import _C_ops
@@ -338,7 +338,7 @@ class SAG(Optimizer):
         else:
             clip, pairs = self._grad_clip, params_grads
         pairs = [(p, g) for p, g in pairs if g is not None]
-        if not pairs or _skip_for_found_inf(self):
+        if not pairs or skip_for_found_inf(self):
             return None
         # float16/bfloat16 gradients are clipped and regularised in fp32, where the update is computed
         # (and where Paddle's CPU kernels exist).
