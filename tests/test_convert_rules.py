@@ -489,6 +489,30 @@ PAIRS = {
         opt = asgd_bridge.torch.SAG(lr=0.1, batch_num=2, params=model.parameters(), weight_decay=("l1", 1e-4), grad_clip=("value", -0.5, 1.0))
         """,
     ),
+    "paddle_to_torch_optimizer_methods": (
+        """
+        import paddle
+
+        opt = paddle.optimizer.ASGD(0.1, 2, ps)
+        other = paddle.optimizer.SGD(parameters=qs)
+        opt.clear_grad()
+        other.clear_grad()
+        opt.set_lr(opt.get_lr() / 2)
+        opt.set_state_dict(state)
+        """,
+        """
+        import paddle
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.torch
+
+        opt = asgd_bridge.torch.SAG(lr=0.1, batch_num=2, params=ps)
+        other = paddle.optimizer.SGD(parameters=qs)
+        opt.zero_grad()
+        other.clear_grad()
+        asgd_bridge.convert.runtime.set_lr(opt, asgd_bridge.convert.runtime.get_lr(opt) / 2)
+        opt.load_state_dict(state)
+        """,
+    ),
     "paddle_to_torch_default_lr_written": (
         """
         import paddle

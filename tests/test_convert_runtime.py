@@ -77,3 +77,18 @@ def test_param_groups_of_averaged_sgd_are_its_own() -> None:
     opt = runtime.TorchASGD([p], lr=0.1, t0=0)
     groups = runtime.param_groups(opt)
     assert groups is opt.param_groups and "t0" in groups[0]
+
+
+def test_paddle_get_lr_and_set_lr_on_a_torch_optimizer() -> None:
+    """``--to torch`` routes Paddle's get_lr/set_lr here: the global lr moves, groups keep their ratio."""
+    import torch
+
+    from asgd_bridge.convert import runtime
+    from asgd_bridge.torch import SAG
+
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    opt = SAG([{"params": [a]}, {"params": [b], "lr": 0.3}], lr=0.1)
+    assert runtime.get_lr(opt) == 0.1
+    runtime.set_lr(opt, 0.05)
+    assert runtime.get_lr(opt) == 0.05
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.05 * (0.3 / 0.1)]

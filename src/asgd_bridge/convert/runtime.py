@@ -2,7 +2,8 @@
 
 The converter emits these instead of guessing: torch-style param groups and ``**kwargs`` translated with the
 same rules (:mod:`.rules`) the static rewrite uses, and torch's ``optimizer.param_groups`` for any Paddle
-optimizer (an AWD-LSTM program asks it of a ``paddle.optimizer.SGD`` before switching to ASGD).
+optimizer (an AWD-LSTM program asks it of a ``paddle.optimizer.SGD`` before switching to ASGD); the other
+way (``--to torch``), Paddle's ``get_lr()`` / ``set_lr()`` for a torch optimizer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Any
 
 from .rules import ASGD_RULES, GROUP_KEY_RULES, REQUIRED, Action, positional_names, rule_for
 
-__all__ = ["param_groups", "torch_asgd_kwargs", "torch_param_groups"]  # and TorchASGD, built on first use
+__all__ = [
+    "get_lr",
+    "param_groups",
+    "set_lr",
+    "torch_asgd_kwargs",
+    "torch_param_groups",
+]  # and TorchASGD, built on first use
 
 _TORCH_POSITIONAL = positional_names(ASGD_RULES)
 
@@ -145,3 +152,18 @@ def param_groups(optimizer: Any) -> list[Any]:
     if paddle_groups and all(isinstance(g, dict) for g in paddle_groups):
         return [_PaddleGroupView(optimizer, g) for g in paddle_groups]
     return [_PaddleGroupView(optimizer, None)]
+
+
+def get_lr(optimizer: Any) -> float:
+    """Paddle's ``optimizer.get_lr()`` for a torch optimizer: the global learning rate (``defaults['lr']``,
+    the constructor's ``lr``; a group's own lr is that times its ratio)."""
+    return float(optimizer.defaults["lr"])
+
+
+def set_lr(optimizer: Any, value: float) -> None:
+    """Paddle's ``optimizer.set_lr(value)`` for a torch optimizer: the global learning rate becomes
+    ``value`` and every group keeps its ratio to it (Paddle's per-group ``learning_rate`` multiplier)."""
+    old = float(optimizer.defaults["lr"])
+    for group in optimizer.param_groups:
+        group["lr"] = value * (group["lr"] / old) if old != 0 else value
+    optimizer.defaults["lr"] = value

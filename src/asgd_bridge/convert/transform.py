@@ -791,6 +791,9 @@ class PaddleToTorch(_Base):
     def transform_module_impl(self, tree: cst.Module) -> cst.Module:  # noqa: D102
         self._module = tree
         self._collect_import_aliases(tree)
+        analysis = _Analysis(tree, self.SOURCE_NAMES, self._qnames)
+        tree.visit(analysis)
+        self._sag_keys = {k for k, kinds in analysis.assigned.items() if kinds == {"asgd"}}
         out = super().transform_module_impl(tree)
         if self.changes:
             self._remove_from_imports()
@@ -800,9 +803,39 @@ class PaddleToTorch(_Base):
         if self._names_class(node.func):
             self._handled.add(id(node.func))
 
+    def _convert_method(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        """A Paddle optimizer method called on a variable that holds only the converted SAG
+        (:data:`PADDLE_METHOD_RULES`): renamed, or routed through a :mod:`.runtime` helper."""
+        func, old = updated.func, original.func
+        if not (isinstance(func, cst.Attribute) and isinstance(old, cst.Attribute)):
+            return updated
+        if self._code(old.value) not in self._sag_keys:
+            return updated
+        rule = PADDLE_METHOD_RULES.get(func.attr.value)
+        if rule is None:
+            return updated
+        target, reason = rule
+        if target is None:
+            self._record(original, "report", "(unchanged)", reason)
+            return updated
+        if target.startswith(RUNTIME_MODULE):
+            AddImportsVisitor.add_needed_import(self.context, RUNTIME_MODULE)
+            new: cst.Call = updated.with_changes(
+                func=_expr(target), args=[cst.Arg(func.value), *updated.args]
+            )
+            if updated.args:
+                first = new.args[0].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+                new = new.with_changes(args=[first, *new.args[1:]])
+        else:
+            new = updated.with_changes(func=func.with_changes(attr=cst.Name(target)))
+            if target == "zero_grad":
+                new = new.with_changes(args=[])  # set_to_zero only chooses zeros or None: same numbers
+        self._record(original, "method", self._code(new.func), reason)
+        return new
+
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         if not self._names_class(original_node.func):
-            return updated_node
+            return self._convert_method(original_node, updated_node)
         names = positional_names(SAG_RULES)
         bound: dict[str, tuple[int, cst.Arg]] = {}
         for i, arg in enumerate(updated_node.args):
@@ -928,6 +961,17 @@ SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "paddle.nn.ClipGradByNorm": ("norm", ("clip_norm",)),
     "paddle.nn.ClipGradByGlobalNorm": ("global_norm", ("clip_norm",)),
     "paddle.nn.ClipGradByValue": ("value", ("max", "min")),
+}
+
+#: Paddle optimizer methods on a converted SAG -> (torch method or runtime helper, why); None: reported.
+PADDLE_METHOD_RULES: dict[str, tuple[str | None, str]] = {
+    "clear_grad": ("zero_grad", "torch's name; zeros or None, the same numbers"),
+    "clear_gradients": ("zero_grad", "torch's name; zeros or None, the same numbers"),
+    "set_state_dict": ("load_state_dict", "torch's name (the dict is the torch optimizer's own)"),
+    "get_lr": (f"{RUNTIME_MODULE}.get_lr", "Paddle's global learning rate"),
+    "set_lr": (f"{RUNTIME_MODULE}.set_lr", "Paddle's global learning rate; groups keep their ratio"),
+    "minimize": (None, "minimize(loss) has no torch counterpart: call loss.backward(); opt.step()"),
+    "set_lr_scheduler": (None, "attach a torch lr scheduler instead"),
 }
 
 DIRECTIONS: dict[str, type[_Base]] = {"paddle": TorchToPaddle, "torch": PaddleToTorch}
