@@ -70,19 +70,10 @@ def convert_bridge(source: Path, output: Path) -> None:
 
 
 def convert_paconvert(source: Path, output: Path) -> None:
-    """PaConvert alone."""
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from paconvert.main import main; sys.exit(main())",
-        "--in_dir",
-        str(source),
-        "--out_dir",
-        str(output),
-        "--log_dir",
-        str(output.parent / "pc.log"),
-    ]
-    subprocess.run(cmd, check=True, env=ENV, capture_output=True, text=True)
+    """PaConvert alone, through the library's runner (the one ``--with-paconvert`` uses)."""
+    from asgd_bridge.convert.paconvert import run_paconvert
+
+    run_paconvert(source, output)
 
 
 def stage(names: tuple[str, ...], folder: Path) -> Path:
@@ -97,27 +88,34 @@ def _cell(ref: dict[str, float], path: Path) -> str:
     try:
         return f"{max_rel_diff(ref, run_program(path)):.1e}"
     except RuntimeError as exc:
-        return "error: " + str(exc).splitlines()[-1][:90].replace("|", "/")
+        message = str(exc).splitlines()[-1].split(". Did you mean")[0]
+        return "error: " + message[:90].replace("|", "/")
 
 
-def main() -> None:
-    """Print the comparison table (markdown)."""
+def measure(names: tuple[str, ...] = PROGRAMS) -> list[tuple[str, str, str]]:
+    """Per program: (name, ASGD Bridge cell, PaConvert-alone cell), each a max rel diff or an error."""
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        src = stage(PROGRAMS, Path(tmp) / "torch")
+        src = stage(names, Path(tmp) / "torch")
         convert_bridge(src, Path(tmp) / "bridge")
         convert_paconvert(src, Path(tmp) / "paconvert")
-        head = (
-            "program",
-            "ASGD Bridge -> Paddle: max rel diff",
-            "PaConvert alone -> Paddle: max rel diff / error",
-        )
-        print("| " + " | ".join(head) + " |")
-        print("|---|---|---|")
-        for name in PROGRAMS:
+        for name in names:
             ref = run_program(src / f"{name}.py")
             ours = _cell(ref, Path(tmp) / "bridge" / f"{name}.py")
             theirs = _cell(ref, Path(tmp) / "paconvert" / f"{name}.py")
-            print(f"| {name} | {ours} | {theirs} |", flush=True)
+            rows.append((name, ours, theirs))
+    return rows
+
+
+HEAD = ("program", "ASGD Bridge -> Paddle: max rel diff", "PaConvert alone -> Paddle: max rel diff / error")
+
+
+def main() -> None:
+    """Print the comparison table (markdown); ``benchmarks/migration_table.py`` writes it into the docs."""
+    print("| " + " | ".join(HEAD) + " |")
+    print("|---|---|---|")
+    for row in measure():
+        print("| " + " | ".join(row) + " |", flush=True)
 
 
 if __name__ == "__main__":
