@@ -425,3 +425,130 @@ def test_cli_name_map(tmp_path: Path) -> None:
     # target position 2 is hidden.weight [4, 3]: torch's 0.weight [3, 4], transposed
     np.testing.assert_array_equal(out["state"][2]["ax"].numpy(), opt.state_dict()["state"][0]["ax"].numpy().T)
     np.testing.assert_array_equal(out["state"][1]["ax"].numpy(), opt.state_dict()["state"][3]["ax"].numpy())
+
+
+# --------------------------------------------------------------------------- regularisers and clipping
+
+
+def _paddle_asgd_with(pm: paddle.nn.Layer, **kw: Any) -> PaddleASGD:
+    ps = list(pm.parameters())
+    groups = kw.pop("groups", None) or [{"params": ps[:2]}, {"params": ps[2:]}]
+    hp = {k: v for k, v in ASGD_HP.items() if k not in ("lr", "weight_decay")}
+    return PaddleASGD(learning_rate=0.02, parameters=groups, **hp, **kw)
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_paddle_l2decay_becomes_torch_weight_decay_and_the_run_continues_exactly(maximize: bool) -> None:
+    # An L2Decay object used to be saved as weight_decay 0.0, and the conversion dropped the decay.
+    data = batches(2 * STEPS, seed=7)
+    tm0 = torch_model()
+
+    def build(pm: paddle.nn.Layer) -> PaddleASGD:
+        ps = list(pm.parameters())
+        groups = [
+            {"params": ps[:2]},
+            {"params": ps[2:], "weight_decay": paddle.regularizer.L2Decay(0.05)},
+        ]
+        return _paddle_asgd_with(
+            pm, groups=groups, weight_decay=paddle.regularizer.L2Decay(0.2), maximize=maximize
+        )
+
+    whole = paddle_model()
+    copy_torch_to_paddle(tm0, whole)
+    whole_opt = build(whole)
+    train_paddle(whole, whole_opt, data)
+
+    first = paddle_model()
+    copy_torch_to_paddle(tm0, first)
+    first_opt = build(first)
+    train_paddle(first, first_opt, data[:STEPS])
+    converted = convert_state_dict(first_opt.state_dict(), to="torch", target=torch_model())
+    assert [g["weight_decay"] for g in converted["param_groups"]] == [0.2, 0.05]
+    assert not {"regularizer", "grad_clip"} & set(converted["param_groups"][0])
+
+    tm = torch_model()
+    with torch.no_grad():
+        for tp, w in zip(tm.parameters(), torch_weights(first), strict=True):
+            tp.copy_(torch.tensor(w))
+    tps = list(tm.parameters())
+    topt = torch.optim.ASGD([{"params": tps[:2]}, {"params": tps[2:]}], lr=0.02)
+    topt.load_state_dict(converted)
+    assert [g["weight_decay"] for g in topt.param_groups] == [0.2, 0.05]
+    train_torch(tm, topt, data[STEPS:])
+    for got, w in zip(tm.parameters(), torch_weights(whole), strict=True):
+        close(got.detach().numpy(), w)
+    # without the decay the run ends elsewhere: the test sees it
+    no_decay = paddle_model()
+    copy_torch_to_paddle(tm0, no_decay)
+    train_paddle(no_decay, _paddle_asgd_with(no_decay, maximize=maximize), data)
+    assert not np.allclose(torch_weights(no_decay)[0], torch_weights(whole)[0], rtol=1e-3)
+
+
+def test_l2_regulariser_adds_to_the_float_weight_decay_and_torch_to_paddle_keeps_the_float() -> None:
+    pm = paddle_model()
+    sd = _paddle_asgd_with(pm).state_dict()
+    sd["param_groups"][0].update(weight_decay=0.002, regularizer=("l2", 0.01))
+    sd["param_groups"][1].update(regularizer=["l2", 0.03])  # paddle.load may give lists
+    out = convert_state_dict(sd, to="torch")
+    assert out["param_groups"][0]["weight_decay"] == pytest.approx(0.012)
+    assert out["param_groups"][1]["weight_decay"] == pytest.approx(0.03)
+
+    tm = torch_model()
+    topt = torch.optim.ASGD(tm.parameters(), **ASGD_HP)
+    train_torch(tm, topt, batches(2, seed=8))
+    back = convert_state_dict(topt.state_dict(), to="paddle", target=pm)
+    group = back["param_groups"][0]
+    assert group["weight_decay"] == ASGD_HP["weight_decay"] and group["regularizer"] is None
+    # loaded into a Paddle ASGD built with an L2Decay, the torch checkpoint's decay is the only one
+    popt = PaddleASGD(parameters=pm.parameters(), weight_decay=paddle.regularizer.L2Decay(0.5))
+    popt.set_state_dict(back)
+    g = popt.state_dict()["param_groups"][0]
+    assert g["regularizer"] is None and g["weight_decay"] == ASGD_HP["weight_decay"]
+
+
+def test_l1_regulariser_or_grad_clip_refuse_towards_torch_unless_dropped() -> None:
+    pm = paddle_model()
+    ps = list(pm.parameters())
+    l1 = _paddle_asgd_with(
+        pm,
+        groups=[{"params": ps[:2]}, {"params": ps[2:], "weight_decay": paddle.regularizer.L1Decay(0.01)}],
+    )
+    with pytest.raises(CheckpointError, match=r"param group 1 has an L1Decay\(0.01\)") as err:
+        convert_state_dict(l1.state_dict(), to="torch")
+    assert isinstance(err.value, ValueError) and "drop_unsupported=True" in str(err.value)
+    with pytest.warns(UserWarning, match="param group 1: dropped an L1Decay"):
+        out = convert_state_dict(l1.state_dict(), to="torch", drop_unsupported=True)
+    assert [g["weight_decay"] for g in out["param_groups"]] == [0.0, 0.0]
+
+    clipped = _paddle_asgd_with(pm, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    with pytest.raises(CheckpointError, match="param group 0 has gradient clipping"):
+        convert_state_dict(clipped.state_dict(), to="torch")
+    # an L2 regulariser next to a clip: the L2 part still converts when the clip is dropped
+    both = _paddle_asgd_with(
+        pm, grad_clip=paddle.nn.ClipGradByValue(0.5), weight_decay=paddle.regularizer.L2Decay(0.1)
+    )
+    with pytest.warns(UserWarning, match="gradient clipping"):
+        out = convert_state_dict(both.state_dict(), to="torch", drop_unsupported=True)
+    assert [g["weight_decay"] for g in out["param_groups"]] == [0.1, 0.1]
+    with pytest.raises(CheckpointError, match="drop_unsupported"):
+        convert_state_dict(both.state_dict(), to="torch", drop_unsupported="yes")
+    # towards Paddle nothing is refused: the regulariser travels as it is
+    again = convert_state_dict(l1.state_dict(), to="paddle")
+    assert [g["regularizer"] for g in again["param_groups"]] == [None, ("l1", 0.01)]
+
+
+def test_cli_refuses_an_l1_regulariser_and_drop_unsupported_converts(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pm = paddle_model()
+    opt = _paddle_asgd_with(pm, weight_decay=paddle.regularizer.L1Decay(0.01))
+    train_paddle(pm, opt, batches(2, seed=9))
+    paddle.save(opt.state_dict(), str(tmp_path / "opt.pdopt"))
+    out = tmp_path / "opt.pt"
+    assert cli(["checkpoint", "convert", str(tmp_path / "opt.pdopt"), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "param group 0 has an L1Decay(0.01)" in err and "--drop-unsupported" in err
+    assert not out.exists()
+    assert cli(["checkpoint", "convert", str(tmp_path / "opt.pdopt"), str(out), "--drop-unsupported"]) == 0
+    assert "warning: param group 0: dropped an L1Decay" in capsys.readouterr().err
+    assert torch.load(out, weights_only=True)["param_groups"][0]["weight_decay"] == 0.0

@@ -546,9 +546,12 @@ def test_state_dict_format():
         "maximize",
         "immediate_lr",
         "bottou_average",
+        "regularizer",
+        "grad_clip",
         "params",
     }
     assert isinstance(g["lr"], float) and isinstance(g["weight_decay"], float) and g["weight_decay"] == 0.1
+    assert g["regularizer"] is None and g["grad_clip"] is None
     assert g["maximize"] is False and g["immediate_lr"] is False
     entry = sd["state"][2]
     assert set(entry) == {"step", "eta", "mu", "ax"}
@@ -560,6 +563,71 @@ def test_state_dict_format():
         )
     assert float(entry["step"]) == 1.0 and float(entry["mu"]) == 1.0
     assert entry["ax"].shape == [4] and entry["ax"].dtype == paddle.float32
+
+
+def test_state_dict_carries_regularizers_and_clip_and_a_fresh_optimizer_resumes(tmp_path):
+    # L2Decay / L1Decay objects used to be saved as weight_decay 0.0 and lost on load.
+    x0, grads = make_values(151, shapes=[(3,), (2, 2)], steps=20)
+
+    def build(params, regs):
+        return ASGD(
+            learning_rate=0.05,
+            lambd=0.01,
+            weight_decay=regs[0],
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0),
+            parameters=[{"params": params[:1]}, {"params": params[1:], "weight_decay": regs[1]}],
+        )
+
+    ps = pparams(x0, "float64")
+    opt = build(ps, (paddle.regularizer.L2Decay(0.1), paddle.regularizer.L1Decay(0.05)))
+    for gs in grads[:10]:
+        set_grads(ps, gs, "float64")
+        opt.step()
+    sd = opt.state_dict()
+    assert [g["regularizer"] for g in sd["param_groups"]] == [("l2", 0.1), ("l1", 0.05)]
+    assert [g["weight_decay"] for g in sd["param_groups"]] == [0.0, 0.0]
+    assert [g["grad_clip"] for g in sd["param_groups"]] == [("global_norm", 1.0)] * 2
+    paddle.save(sd, str(tmp_path / "opt.pdopt"))
+
+    fresh = [paddle.to_tensor(p.numpy(), stop_gradient=False) for p in ps]
+    opt2 = build(fresh, (None, None))  # built without regularisers: the state dict brings them back
+    opt2.set_state_dict(paddle.load(str(tmp_path / "opt.pdopt")))
+    assert [g["regularizer"] for g in opt2.state_dict()["param_groups"]] == [("l2", 0.1), ("l1", 0.05)]
+    for gs in grads[10:]:
+        for o, params in ((opt, ps), (opt2, fresh)):
+            set_grads(params, gs, "float64")
+            o.step()
+    for p, q in zip(ps, fresh, strict=True):
+        np.testing.assert_array_equal(np_of(q), np_of(p))
+
+    # and a state dict without regularisers (torch's, or converted from it) clears them
+    opt2.load_state_dict({**sd, "param_groups": [{**g, "regularizer": None} for g in sd["param_groups"]]})
+    assert [g["regularizer"] for g in opt2.state_dict()["param_groups"]] == [None, None]
+
+
+def test_custom_regularizer_is_named_in_the_state_dict_and_must_be_supplied_to_load():
+    class MyDecay(paddle.regularizer.L2Decay):
+        pass
+
+    ps = pparams([np.ones(2)])
+    opt = ASGD(parameters=ps, weight_decay=MyDecay(0.1))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["regularizer"] == ("l2", 0.1)  # an L2Decay subclass is an L2Decay
+
+    class Odd(paddle.regularizer.WeightDecayRegularizer):
+        def __call__(self, param, grad, block):  # pragma: no cover - never stepped
+            return grad
+
+    opt = ASGD(parameters=ps, weight_decay=Odd())
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["regularizer"] == ("custom", "Odd")
+    ASGD(parameters=ps, weight_decay=Odd()).load_state_dict(sd)
+    with pytest.raises(ValueError, match="custom Odd"):
+        ASGD(parameters=ps).load_state_dict(sd)
+    with pytest.raises(ValueError, match="invalid regularizer"):
+        ASGD(parameters=ps).load_state_dict(
+            {**sd, "param_groups": [{**sd["param_groups"][0], "regularizer": ("l3", 1.0)}]}
+        )
 
 
 def test_load_state_dict_refuses_mismatched_groups():

@@ -3,6 +3,20 @@ and SAG (asgd_bridge.torch.SAG <-> asgd_bridge.paddle.SAG), with transposed stat
 
 Both sides use torch's layout ``{"state": {i: {...}}, "param_groups": [{..., "params": [i]}]}``; a
 conversion renames nothing, it changes tensor types, group keys, and the layout of transposed weights.
+
+Regularisers and clipping of averaged SGD. ``asgd_bridge.paddle.ASGD`` records a group's
+``L2Decay``/``L1Decay`` as ``"regularizer": ("l2", c)`` / ``("l1", c)`` (``None`` without one; its
+``weight_decay`` is torch's float) and its ``grad_clip`` as a spec. Towards torch:
+
+* an L2 regulariser becomes torch's ``weight_decay`` (added to the float one). This is exact: Paddle's
+  ASGD adds ``c * p`` to the gradient after the ``maximize`` negation, as torch adds its weight decay;
+* an L1 (or custom) regulariser and a gradient clip have no ``torch.optim.ASGD`` equivalent: the
+  conversion raises :class:`CheckpointError` naming the group, unless ``drop_unsupported=True``
+  (CLI ``--drop-unsupported``) drops them with a warning -- the converted run then differs.
+
+Towards Paddle, torch's ``weight_decay`` stays the float and ``"regularizer"`` is ``None``.
+A regulariser set on a parameter itself (``paddle.ParamAttr(regularizer=...)``) is not part of an
+optimizer state dict, so no conversion sees it: give the torch side an equivalent by hand.
 """
 
 from __future__ import annotations
@@ -244,6 +258,7 @@ def convert_state_dict(
     transpose: Iterable[int] | None = None,
     name_map: Mapping[str, str] | None = None,
     source: Any = None,
+    drop_unsupported: bool = False,
 ) -> dict[str, Any]:
     """Convert an optimizer state dict to the other framework's class of the same algorithm.
 
@@ -267,6 +282,9 @@ def convert_state_dict(
             ``name_map={"encoder.weight": "embedding.weight"}``.
         source: the source model (or its state dict, or its parameter names in order), for
             ``name_map`` and for naming parameters in errors.
+        drop_unsupported: towards torch, drop what torch.optim.ASGD cannot express (an L1 or custom
+            regulariser, a gradient clip of asgd_bridge.paddle.ASGD) with a warning, instead of
+            raising :class:`CheckpointError` (see the module docstring).
 
     Returns:
         A new state dict in the target framework's format (the input is not modified).
@@ -325,8 +343,12 @@ def convert_state_dict(
         )
         state[j] = _convert_entry(kind, entry, flip, to)
     new_groups = []
-    for g in groups:
-        out = _convert_group(kind, g, to)
+    if not isinstance(drop_unsupported, bool):
+        raise CheckpointError(
+            f"Invalid drop_unsupported value: {drop_unsupported!r} (expected True or False)"
+        )
+    for gi, g in enumerate(groups):
+        out = _convert_group(kind, g, to, gi, drop_unsupported)
         # target positions, in the target's order: a loader pairs them with its group's parameters
         out["params"] = sorted(new_index(i) for i in g["params"])
         new_groups.append(out)
@@ -388,7 +410,52 @@ def _convert_entry(kind: Kind, entry: Mapping[str, Any], flip: bool, to: Framewo
     return out
 
 
-def _convert_group(kind: Kind, group: Mapping[str, Any], to: Framework) -> dict[str, Any]:
+def _spec(value: Any) -> tuple | None:
+    """A saved spec (a tuple, or a list after some loaders) as a tuple of plain values."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        return tuple(float(v) if hasattr(v, "shape") else v for v in value)
+    raise CheckpointError(f"expected None or a tuple spec, got {value!r}")
+
+
+def _asgd_decay_towards_torch(
+    group: Mapping[str, Any], weight_decay: float, index: int, drop_unsupported: bool
+) -> float:
+    """torch's weight_decay for an asgd_bridge.paddle.ASGD group: its float plus an L2 regulariser;
+    an L1/custom regulariser or a clip raises (or, with ``drop_unsupported``, warns and is dropped)."""
+    reg = _spec(group.get("regularizer"))
+    clip = _spec(group.get("grad_clip"))
+    problems = []
+    if reg is not None:
+        if reg[0] == "l2" and len(reg) == 2:
+            weight_decay += float(reg[1])
+        elif reg[0] == "l1":
+            problems.append(
+                f"an L1Decay({reg[1]}) regulariser (torch.optim.ASGD's weight_decay is L2 only: "
+                "adds weight_decay * p, not weight_decay * sign(p))"
+            )
+        else:
+            problems.append(f"a regulariser {reg!r} that torch.optim.ASGD cannot express")
+    if clip is not None:
+        problems.append(
+            f"gradient clipping {clip!r} (torch.optim.ASGD has no clipping; clip the gradients "
+            "before step(), e.g. with torch.nn.utils.clip_grad_norm_)"
+        )
+    if problems:
+        what = "; ".join(problems)
+        if not drop_unsupported:
+            raise CheckpointError(
+                f"param group {index} has {what}: the converted optimizer would train differently. "
+                "Pass drop_unsupported=True (CLI --drop-unsupported) to drop it anyway"
+            )
+        warnings.warn(f"param group {index}: dropped {what}", stacklevel=4)
+    return weight_decay
+
+
+def _convert_group(
+    kind: Kind, group: Mapping[str, Any], to: Framework, index: int = 0, drop_unsupported: bool = False
+) -> dict[str, Any]:
     if kind == "sag":
         out = {k: group[k] for k in _SAG_KEYS if k in group}
         if isinstance(out.get("grad_clip"), list):
@@ -405,7 +472,12 @@ def _convert_group(kind: Kind, group: Mapping[str, Any], to: Framework) -> dict[
     out["maximize"] = bool(out["maximize"])
     for k in _ASGD_FIXES:
         out[k] = bool(group.get(k, False))
+    if to == "paddle":
+        # the state dict defines the group's decay: torch's float, or a Paddle source's regulariser
+        out["regularizer"] = _spec(group.get("regularizer"))
+        out["grad_clip"] = _spec(group.get("grad_clip"))
     if to == "torch":
+        out["weight_decay"] = _asgd_decay_towards_torch(group, out["weight_decay"], index, drop_unsupported)
         out.update(_TORCH_ONLY)
         out["fused"] = group.get("fused")
         if any(out[k] for k in _ASGD_FIXES):

@@ -59,6 +59,12 @@ def register(subparsers: Any) -> None:
     conv.add_argument(
         "--source-model", type=Path, help="state dict of the source model (its parameter names, in order)"
     )
+    conv.add_argument(
+        "--drop-unsupported",
+        action="store_true",
+        help="towards torch: drop (with a warning) what torch.optim.ASGD cannot express -- an L1Decay "
+        "regulariser or a grad_clip of asgd_bridge.paddle.ASGD -- instead of refusing",
+    )
     conv.set_defaults(func=run_convert)
 
 
@@ -138,7 +144,13 @@ def run_convert(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             converted = convert_state_dict(
-                state, to=to, target=target, transpose=transpose, name_map=name_map, source=source_model
+                state,
+                to=to,
+                target=target,
+                transpose=transpose,
+                name_map=name_map,
+                source=source_model,
+                drop_unsupported=bool(getattr(args, "drop_unsupported", False)),
             )
         for w in caught:
             print(f"asgd-bridge checkpoint convert: warning: {w.message}", file=sys.stderr)

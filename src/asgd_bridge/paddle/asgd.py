@@ -15,12 +15,13 @@ import paddle
 from paddle import _C_ops
 from paddle.nn.clip import GradientClipBase
 from paddle.optimizer.lr import LRScheduler
-from paddle.regularizer import WeightDecayRegularizer
+from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd
 from ..reference import eta_schedule, mu_schedule
 from ._amp import skip_for_found_inf
+from .sag import clip_to_spec
 
 __all__ = ["ASGD"]
 
@@ -62,6 +63,37 @@ def _split_weight_decay(name: str, value: Any) -> tuple[float, WeightDecayRegula
     if not 0.0 <= value < float("inf"):
         raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
     return float(value), None
+
+
+def _regularizer_spec(reg: WeightDecayRegularizer | None) -> tuple[str, Any] | None:
+    """A group's Paddle regulariser as the plain, framework-free form state dicts carry:
+    ``None``, ``("l2", c)``, ``("l1", c)``, or ``("custom", class name)`` for another regulariser."""
+    if reg is None:
+        return None
+    if isinstance(reg, L2Decay):
+        return ("l2", float(reg._coeff))
+    if isinstance(reg, L1Decay):
+        return ("l1", float(reg._coeff))
+    return ("custom", type(reg).__name__)
+
+
+def _regularizer_from_spec(
+    spec: Any, current: WeightDecayRegularizer | None, where: str
+) -> WeightDecayRegularizer | None:
+    """The regulariser a saved spec stands for (``current`` is kept for a matching custom one)."""
+    if spec is None:
+        return None
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == "custom":
+        if current is not None and type(current).__name__ == spec[1]:
+            return current
+        raise ValueError(
+            f"{where}: the saved regularizer is a custom {spec[1]} that a state dict cannot carry; "
+            f"build the optimizer with it (weight_decay={spec[1]}(...)) before loading"
+        )
+    if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] in ("l1", "l2")):
+        raise ValueError(f"{where}: invalid regularizer {spec!r} (expected None, ('l2', c) or ('l1', c))")
+    coeff = _check_rate("regularizer coefficient", float(spec[1]))
+    return L2Decay(coeff) if spec[0] == "l2" else L1Decay(coeff)
 
 
 # --------------------------------------------------------------------------- state
@@ -207,9 +239,17 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
 
         {"state": {i: {"step": float32 [], "eta": [], "mu": [], "ax": like param}},
          "param_groups": [{"lr", "lambd", "alpha", "t0", "weight_decay", "maximize",
-                           "immediate_lr", "bottou_average", "params": [i, ...]}],
+                           "immediate_lr", "bottou_average",
+                           "regularizer": None | ("l2", c) | ("l1", c),  # the group's L2Decay/L1Decay
+                           "grad_clip": None | ("value", min, max) | ("norm", c) | ("global_norm", c),
+                           "params": [i, ...]}],
          "master_weights": {i: float32 tensor},   # multi_precision only
          "LR_Scheduler": {...}}                   # LRScheduler only
+
+    ``regularizer`` is the group's ``L2Decay``/``L1Decay`` (``weight_decay`` stays torch's float) and
+    is restored by :meth:`load_state_dict`; ``grad_clip`` records the optimizer's clip for
+    :mod:`asgd_bridge.checkpoint` (the loading optimizer keeps its own). A parameter's own
+    ``ParamAttr`` regulariser is not part of the state dict.
 
     References:
         B. T. Polyak and A. B. Juditsky. Acceleration of stochastic approximation by averaging.
@@ -513,8 +553,9 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         state: dict[int, dict[str, Tensor]] = {}
         masters: dict[int, Tensor] = {}
         groups = []
+        clip = self._grad_clip_spec()
         index = 0
-        for group in self._groups:
+        for group, extras in zip(self._groups, self._extras, strict=True):
             indices = []
             for p in group["params"]:
                 st = self.state.get(p)
@@ -524,7 +565,14 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                     masters[index] = self._master_weights[p.name]
                 indices.append(index)
                 index += 1
-            groups.append({**{key: group[key] for key in _GROUP_KEYS}, "params": indices})
+            groups.append(
+                {
+                    **{key: group[key] for key in _GROUP_KEYS},
+                    "regularizer": _regularizer_spec(extras.regularizer),
+                    "grad_clip": clip,
+                    "params": indices,
+                }
+            )
         out: dict[str, Any] = {"state": state, "param_groups": groups}
         if masters:
             out["master_weights"] = masters
@@ -548,14 +596,24 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                     "loaded state dict contains a parameter group that doesn't match the size of "
                     "optimizer's group"
                 )
+        # a group's regulariser (absent from older state dicts and torch's: the constructor's stays)
+        regularizers = [
+            _regularizer_from_spec(saved["regularizer"], extras.regularizer, f"param group {index}")
+            if "regularizer" in saved
+            else extras.regularizer
+            for index, (saved, extras) in enumerate(zip(saved_groups, self._extras, strict=True))
+        ]
         if isinstance(self._learning_rate, LRScheduler) and state_dict.get("LR_Scheduler"):
             self._learning_rate.set_state_dict(dict(state_dict["LR_Scheduler"]))
         params: dict[int, Tensor] = {}
-        for saved, group in zip(saved_groups, self._groups, strict=True):
+        for saved, group, extras, regularizer in zip(
+            saved_groups, self._groups, self._extras, regularizers, strict=True
+        ):
             for key in _GROUP_KEYS:
                 if key in saved:
                     value = saved[key]
                     group[key] = bool(value) if key in _FLAGS else float(value)
+            extras.regularizer = regularizer
             params.update({int(i): p for i, p in zip(saved["params"], group["params"], strict=True)})
         self._global_lr_seen = float(self.get_lr())
 
@@ -584,6 +642,13 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                 self._master_weights[p.name] = copy
 
     set_state_dict = load_state_dict
+
+    def _grad_clip_spec(self) -> tuple | None:
+        """The optimizer's ``grad_clip`` in the plain form state dicts carry (``None`` without one)."""
+        if self._grad_clip is None:
+            return None
+        spec = clip_to_spec(self._grad_clip)
+        return spec if spec is not None else ("custom", type(self._grad_clip).__name__)
 
 
 def _param_lr_multiplier(p: Tensor) -> float:
