@@ -137,8 +137,9 @@ class SAG(Optimizer):
       names, can load it; Paddle's ASGD keys by generated names and fails;
     * float16/bfloat16 parameters work on CPU (computed in fp32; Paddle has no CPU kernel for them).
 
-    Memory: ``batch_num`` gradients per parameter; the constructor estimates it
-    (:func:`asgd_bridge.memory.check_sag_memory`) and raises ``SAGMemoryError`` if it does not fit.
+    Memory: ``batch_num`` gradients per parameter; the constructor estimates it for all groups
+    together (:func:`asgd_bridge.memory.check_sag_memory`) and raises ``SAGMemoryError`` if it does
+    not fit.
 
     Args:
         learning_rate: float or ``LRScheduler`` (default 0.001).
@@ -235,18 +236,18 @@ class SAG(Optimizer):
             master = self._multi_precision and p.dtype in _HALF
             size = p.element_size()
             extra = p.size * (8 if master else size)
-            tensors.append(StateTensor(p.name, tuple(p.shape), p.size, size, extra, _device_name(p)))
+            tensors.append(
+                StateTensor(p.name, tuple(p.shape), p.size, size, extra, _device_name(p), self._n_of(p))
+            )
             if p.dtype in _HALF and not self._multi_precision:
                 warnings.warn(
                     "SAG stores float16/bfloat16 accumulators in their own precision; consider "
                     "multi_precision=True.",
                     stacklevel=2,
                 )
-        by_n: dict[int, list[StateTensor]] = {}
-        for p, t in zip(self._flat, tensors, strict=True):
-            by_n.setdefault(self._n_of(p), []).append(t)
-        for n, ts in by_n.items():
-            check_sag_memory(ts, n, check=check_memory)
+        # one estimate over every group, each with its own batch_num: groups that fit one by one
+        # but not together are refused
+        check_sag_memory(tensors, batch_num, check=check_memory)
 
     # ------------------------------------------------------------------ helpers
 

@@ -47,8 +47,11 @@ class SAG(Optimizer):
     regulariser's term, as ``paddle.optimizer.Optimizer`` does). With ``batch_num=1`` it is SGD.
 
     Memory: ``batch_num`` gradients are stored per parameter. Before the state exists the
-    optimizer estimates it (:func:`asgd_bridge.memory.check_sag_memory`) and raises
-    :class:`asgd_bridge.memory.SAGMemoryError` if it does not fit in the memory available now.
+    optimizer estimates it (:func:`asgd_bridge.memory.check_sag_memory`) -- for all groups together
+    at construction, each with its own ``batch_num``; in :meth:`add_param_group`, for the new group
+    plus the state the other parameters have yet to allocate -- and raises
+    :class:`asgd_bridge.memory.SAGMemoryError` if it does not fit in the memory available now (a
+    refused group is not added).
 
     Args:
         params: parameters or parameter groups (groups may set every hyperparameter below but
@@ -102,7 +105,12 @@ class SAG(Optimizer):
             "maximize": maximize,
         }
         self._validate_group(defaults)
+        # the memory estimate covers every group together, once they are all known
+        self._constructing = True
         super().__init__(params, defaults)
+        self._constructing = False
+        tensors = [t for i in range(len(self.param_groups)) for t in self._state_tensors(i, warn=False)]
+        check_sag_memory(tensors, batch_num, check=self._check_memory)
 
     # ------------------------------------------------------------------ groups and memory
 
@@ -122,27 +130,56 @@ class SAG(Optimizer):
         group["grad_clip"] = parse_grad_clip(group["grad_clip"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (torch's API); its hyperparameters are validated and its memory estimated."""
+        """Add a group (torch's API); its hyperparameters are validated and its memory estimated,
+        together with the state the optimizer's other parameters will still allocate."""
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        self._validate_group(group)
-        names = group.get("param_names")
         index = len(self.param_groups) - 1
+        group = self.param_groups[index]
+        try:
+            self._validate_group(group)
+            tensors = self._state_tensors(index)
+            if getattr(self, "_constructing", False):
+                return  # __init__ estimates all groups at once
+            committed = [
+                t
+                for i in range(index)
+                for t, p in zip(
+                    self._state_tensors(i, warn=False), self.param_groups[i]["params"], strict=True
+                )
+                if not self.state.get(p)
+            ]
+            check_sag_memory(tensors, group["batch_num"], check=self._check_memory, committed=committed)
+        except Exception:
+            self.param_groups.pop()  # a refused group is not added
+            raise
+
+    def _state_tensors(self, index: int, *, warn: bool = True) -> list[StateTensor]:
+        """Group ``index``'s parameters as the memory estimate sees them (with the group's batch_num)."""
+        group = self.param_groups[index]
+        names = group.get("param_names")
         tensors = []
         for j, p in enumerate(group["params"]):
             name = names[j] if names else f"param_groups[{index}]['params'][{j}]"
             master = group["multi_precision"] and p.dtype in _HALF
             extra = p.numel() * (8 if master else p.element_size())
             tensors.append(
-                StateTensor(name, tuple(p.shape), p.numel(), p.element_size(), extra, _device_name(p.device))
+                StateTensor(
+                    name,
+                    tuple(p.shape),
+                    p.numel(),
+                    p.element_size(),
+                    extra,
+                    _device_name(p.device),
+                    int(group["batch_num"]),
+                )
             )
-            if p.dtype in _HALF and not group["multi_precision"]:
+            if warn and p.dtype in _HALF and not group["multi_precision"]:
                 warnings.warn(
                     "SAG accumulates float16/bfloat16 parameters in their own precision; consider "
                     "multi_precision=True.",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-        check_sag_memory(tensors, group["batch_num"], check=self._check_memory)
+        return tensors
 
     def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[p]
