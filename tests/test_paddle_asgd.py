@@ -281,6 +281,63 @@ def test_lr_scheduler_follows_the_torch_scheduler(fix):
     assert popt.state_dict()["LR_Scheduler"] == psched.state_dict()
 
 
+LR = paddle.optimizer.lr
+SCHEDULERS = {  # name: (fresh scheduler, its step() argument at step t, or None)
+    "CosineAnnealingDecay": (lambda: LR.CosineAnnealingDecay(learning_rate=0.1, T_max=8), None),
+    "LinearWarmup-float": (
+        lambda: LR.LinearWarmup(learning_rate=0.1, warmup_steps=6, start_lr=0.01, end_lr=0.1),
+        None,
+    ),
+    "LinearWarmup-scheduler": (
+        lambda: LR.LinearWarmup(
+            learning_rate=LR.StepDecay(0.1, step_size=4, gamma=0.5), warmup_steps=5, start_lr=0.01, end_lr=0.1
+        ),
+        None,
+    ),
+    # the metric improves for 6 steps, then stalls: the lr halves after each 2 stalled steps
+    "ReduceOnPlateau": (
+        lambda: LR.ReduceOnPlateau(learning_rate=0.1, patience=1, factor=0.5),
+        lambda t: float(max(10 - t, 4)),
+    ),
+    "NoamDecay": (lambda: LR.NoamDecay(d_model=16, warmup_steps=6, learning_rate=1.0), None),
+}
+
+
+@pytest.mark.parametrize("fix", [{}, {"immediate_lr": True}], ids=["torch", "immediate_lr"])
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_paddle_lr_schedulers_drive_the_lr_as_in_sgd_and_follow_the_reference(name, fix):
+    make, metric = SCHEDULERS[name]
+    x0, grads = make_values(57, shapes=[(3,), (2, 2)], steps=20)
+    case = {"lambd": 0.01, "t0": 5}
+    sgd_sched, our_sched = make(), make()
+    sgd = paddle.optimizer.SGD(learning_rate=sgd_sched, parameters=pparams([np.zeros(1)]))
+    ps = pparams(x0, "float64")
+    opt = ASGD(learning_rate=our_sched, parameters=ps, **case, **fix)
+    lrs = []
+    for t, gs in enumerate(grads, start=1):
+        lr = opt.get_lr()
+        assert lr == sgd.get_lr(), f"step {t}"
+        assert opt.param_groups[0]["lr"] == lr
+        lrs.append(lr)
+        set_grads(ps, gs, "float64")
+        opt.step()
+        for sched in (sgd_sched, our_sched):
+            sched.step() if metric is None else sched.step(metric(t))
+    assert len(set(lrs)) > 2, lrs  # the schedule really moved the lr
+    # the reference with the lr of each step: torch's eta lags one step (eta is computed from the lr
+    # at the end of the previous step), immediate_lr uses it at once
+    # (the state starts with eta = the first step's lr, as torch's does)
+    ref_case = {**case, "lr": lrs[0]}
+    xs, states = run_reference(ref_case, fix, x0, grads, lr_of=lambda t: lrs[t - 1])
+    for p, x, st in zip(ps, xs, states, strict=True):
+        assert_close(np_of(p), x, RTOL64)
+        assert_close(np_of(opt.state[p]["ax"]), st.ax, RTOL64)
+        assert float(opt.state[p]["eta"]) == pytest.approx(st.eta, rel=1e-12)
+    if not fix:  # the lag matters: immediate eta gives another trajectory
+        now, _ = run_reference(ref_case, {"immediate_lr": True}, x0, grads, lr_of=lambda t: lrs[t - 1])
+        assert not np.allclose(now[0], xs[0], rtol=1e-9)
+
+
 def test_set_lr_reaches_every_group_like_a_torch_lr_assignment():
     x0, grads = make_values(61, shapes=[(3,), (2,)])
 
