@@ -499,3 +499,25 @@ def test_paddle_invalid_parameters_and_groups(make: Any, word: str) -> None:
     with pytest.raises(ValueError, match="name"):
         PaddleSAG(parameters=_pp(), name=3)
     PaddleSAG(parameters=[{"params": _pp(), "learning_rate": 2.0, "weight_decay": ("l1", 0.1)}])  # valid
+
+
+def test_torch_sag_answers_to_paddles_method_names() -> None:
+    """A program migrated with ``--to torch`` may still call Paddle's names on the optimizer."""
+    import torch
+
+    from asgd_bridge.torch import SAG
+
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = SAG([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, batch_num=2)
+    assert opt.get_lr() == 0.1
+    opt.set_lr(0.05)
+    assert opt.get_lr() == 0.05 and [g["lr"] for g in opt.param_groups] == [0.05, 0.1]
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    opt.clear_grad()
+    assert a.grad is not None and torch.count_nonzero(a.grad) == 0
+    opt.clear_grad(set_to_zero=False)
+    assert a.grad is None
+    fresh = SAG([{"params": [a]}, {"params": [b]}], lr=0.1, batch_num=2)
+    fresh.set_state_dict(opt.state_dict())
+    assert fresh.state[a]["m"] == 1 and torch.equal(fresh.state[b]["d"], opt.state[b]["d"])

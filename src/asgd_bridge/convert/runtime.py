@@ -155,15 +155,14 @@ def param_groups(optimizer: Any) -> list[Any]:
 
 
 def get_lr(optimizer: Any) -> float:
-    """Paddle's ``optimizer.get_lr()`` for a torch optimizer: the global learning rate (``defaults['lr']``,
-    the constructor's ``lr``; a group's own lr is that times its ratio)."""
-    return float(optimizer.defaults["lr"])
+    """Paddle's ``optimizer.get_lr()`` for any torch optimizer (``asgd_bridge.torch.SAG.get_lr``'s rule)."""
+    from asgd_bridge.torch.sag import SAG
+
+    return SAG.get_lr(optimizer)
 
 
 def set_lr(optimizer: Any, value: float) -> None:
-    """Paddle's ``optimizer.set_lr(value)`` for a torch optimizer: the global learning rate becomes
-    ``value`` and every group keeps its ratio to it (Paddle's per-group ``learning_rate`` multiplier)."""
-    old = float(optimizer.defaults["lr"])
-    for group in optimizer.param_groups:
-        group["lr"] = value * (group["lr"] / old) if old != 0 else value
-    optimizer.defaults["lr"] = value
+    """Paddle's ``optimizer.set_lr(value)`` for any torch optimizer (``SAG.set_lr``'s rule)."""
+    from asgd_bridge.torch.sag import SAG
+
+    SAG.set_lr(optimizer, value)

@@ -289,6 +289,31 @@ class SAG(Optimizer):
             if use_master:
                 torch._foreach_copy_(ps, weights)
 
+    # ------------------------------------------------------------------ Paddle's names
+
+    # A program migrated from paddle.optimizer.ASGD (``asgd-bridge convert --to torch``) keeps running
+    # where the converter cannot follow the optimizer variable.
+
+    def clear_grad(self, set_to_zero: bool = True) -> None:
+        """Paddle's ``clear_grad``: ``zero_grad(set_to_none=not set_to_zero)``."""
+        self.zero_grad(set_to_none=not set_to_zero)
+
+    def get_lr(self) -> float:
+        """Paddle's ``get_lr``: the global learning rate (the constructor's ``lr``, ``defaults['lr']``)."""
+        return float(self.defaults["lr"])
+
+    def set_lr(self, value: float) -> None:
+        """Paddle's ``set_lr``: the global learning rate becomes ``value``; each group keeps its ratio
+        to it (Paddle's per-group ``learning_rate`` multiplier)."""
+        old = float(self.defaults["lr"])
+        for group in self.param_groups:
+            group["lr"] = value * (group["lr"] / old) if old != 0 else value
+        self.defaults["lr"] = value
+
+    def set_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Paddle's ``set_state_dict``: :meth:`load_state_dict`."""
+        self.load_state_dict(state_dict)
+
     # ------------------------------------------------------------------ state dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
