@@ -83,13 +83,23 @@ class Workload:
         return self.numel * self.itemsize // 4
 
     def probe_buffers(self) -> tuple:
-        """Three fp32 buffers shared by every probe of this workload (``b`` is only ever read)."""
+        """Three fp32 buffers shared by every probe of this workload (``b`` is only ever read), as
+        consecutive thirds of one allocation (:meth:`probe_storage`)."""
+        n = self.probe_numel
+        whole = self.probe_storage()
+        return whole[:n], whole[n : 2 * n], whole[2 * n :]
+
+    def probe_storage(self) -> Any:
+        """One fp32 allocation of three parameter copies: the ASGD step's working set (p, grad, ax).
+
+        The roofline probes update1 / update2 stream all of it (one array of 3n, two of 1.5n), so
+        their working set is the optimizer's and a cache larger than one copy cannot flatter them.
+        """
         if self._probe is None:
             import torch
 
             gen = torch.Generator().manual_seed(self.seed + 1)
-            n = self.probe_numel
-            self._probe = tuple(torch.rand(n, generator=gen) + 0.5 for _ in range(3))
+            self._probe = torch.rand(3 * self.probe_numel, generator=gen) + 0.5
         return self._probe
 
     def release(self) -> None:
@@ -227,6 +237,7 @@ class ProbeSpec:
     rmw: bool
     roofline: bool = False
     code: int = -1  # stream_run's kind in benchmarks/stream.c
+    span: float = 1.0  # elements per array per pass, in parameter copies (probe_numel)
 
 
 #: The C probes of benchmarks/stream.c (OpenMP, the run's threads, static schedule).
@@ -235,8 +246,9 @@ _C_PROBES = [
     ProbeSpec("C", "scale", 8, 12, False, code=1),     # a = s*b
     ProbeSpec("C", "add", 12, 16, False, code=2),      # a = b + c
     ProbeSpec("C", "triad", 12, 16, False, code=3),    # a = b + s*c
-    ProbeSpec("C", "update1", 8, 8, True, True, code=4),    # a = s*a
-    ProbeSpec("C", "update2", 12, 12, True, True, code=5),  # a = a + s*b
+    # The roofline probes stream the optimizer's whole working set, three parameter copies:
+    ProbeSpec("C", "update1", 8, 8, True, True, code=4, span=3.0),    # a = s*a, a of 3 copies
+    ProbeSpec("C", "update2", 12, 12, True, True, code=5, span=1.5),  # a = a + s*b, 1.5 copies each
     # p = k*p - e*g; x = x + m*(p - x): what the fused ASGD kernel does. A sanity check of the
     # fused kernel (it should run at about this probe's speed), never the roofline.
     ProbeSpec("C", "asgd", 20, 20, True, code=6),
@@ -280,10 +292,14 @@ def _probe(spec: ProbeSpec) -> Callable[[Workload], tuple[Step, Any]]:
         a, b, c = w.probe_buffers()
         if spec.impl == "C":
             lib = stream_library()
-            n = a.numel()
+            n = int(spec.span * a.numel())
+            ptrs = (a.data_ptr(), b.data_ptr(), c.data_ptr())
+            if spec.span != 1.0:  # arrays laid over the whole storage (see probe_storage)
+                whole = w.probe_storage()
+                ptrs = (whole.data_ptr(), whole[n:].data_ptr(), c.data_ptr())
             reps = max(1, _C_PROBE_MIN_ELEMS // max(n, 1))
             threads = torch.get_num_threads()
-            args = (spec.code, n, a.data_ptr(), b.data_ptr(), c.data_ptr(), reps, threads)
+            args = (spec.code, n, *ptrs, reps, threads)
 
             def step() -> None:
                 if lib.stream_run(*args) != 0:

@@ -349,8 +349,10 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
         "with the same compiler and flags), on the same threads, static schedule, over three fp32 arrays of "
         "as many bytes as one copy of the workload's parameters (so larger than the L3 cache from 16M "
         "elements on); small arrays get several passes per call so the call and thread start-up do not "
-        "hide their bandwidth. Probes: copy `a = b`, scale `a = s*b`, add `a = b + c`, triad `a = b + s*c`, "
-        "the read-modify-write updates update1 `a = s*a` and update2 `a = a + s*b`, and asgd "
+        "hide their bandwidth. The two roofline probes stream the optimizer's whole working set (three "
+        "parameter copies: update1 over one array of all of it, update2 over two halves), so a cache that "
+        "holds one copy cannot flatter them. Probes: copy `a = b`, scale `a = s*b`, add `a = b + c`, triad "
+        "`a = b + s*c`, the read-modify-write updates update1 `a = s*a` and update2 `a = a + s*b`, and asgd "
         "`p = k*p - e*g; x = x + m*(p - x)` (the fused kernel's own pattern).",
         "- Byte counts: each probe's bandwidth is given two ways. *STREAM count* counts the arrays named in "
         "the source (copy 8 B/element, triad 12 B); *actual traffic* adds the read-for-ownership of lines "

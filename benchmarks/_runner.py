@@ -186,7 +186,8 @@ def run_family(family: str, w: Workload, repeats: int, min_time: float, notes: l
     passes = {name: _reps(opts, name) for name in PROBE_SPECS}
 
     def probe_bw(name: str, i: int) -> float:  # actual bytes per second of probe `name` in repeat i
-        return PROBE_SPECS[name].actual_bytes * pn * passes[name] / samples[name][i]
+        spec = PROBE_SPECS[name]
+        return spec.actual_bytes * spec.span * pn * passes[name] / samples[name][i]
 
     roof_names = [p for p, spec in PROBE_SPECS.items() if spec.roofline and p in samples]
     roof_names = roof_names or [p for p in FALLBACK_ROOFLINE if p in samples]
@@ -211,11 +212,12 @@ def run_family(family: str, w: Workload, repeats: int, min_time: float, notes: l
             spec = PROBE_SPECS[r.name]
             per_pass = statistics.median(s) / _reps(opts, r.name)
             rec.update(
-                impl=spec.impl, kind=spec.kind, probe_numel=pn, passes_per_call=_reps(opts, r.name),
+                impl=spec.impl, kind=spec.kind, probe_numel=pn, span=spec.span,
+                passes_per_call=_reps(opts, r.name),
                 stream_bytes_per_elem=spec.stream_bytes, actual_bytes_per_elem=spec.actual_bytes,
                 rmw=spec.rmw, roofline_candidate=r.name in roof_names,
-                bandwidth_stream_gbs=spec.stream_bytes * pn / per_pass / 1e9,
-                bandwidth_actual_gbs=spec.actual_bytes * pn / per_pass / 1e9,
+                bandwidth_stream_gbs=spec.stream_bytes * spec.span * pn / per_pass / 1e9,
+                bandwidth_actual_gbs=spec.actual_bytes * spec.span * pn / per_pass / 1e9,
             )
         else:
             floor_bytes = FLOOR_BYTES_FP32[r.algo] * w.itemsize / 4 * n
