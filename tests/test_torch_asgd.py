@@ -760,3 +760,25 @@ def test_load_state_dict_keeps_step_dtype_in_fused_groups_like_torch():
     assert opt2.state[fresh[0]]["step"].dtype == torch.float64  # (fresh[1] never gets a gradient)
     second, _, _ = run(ASGD, p0s, grads[3:], {}, opt_and_params=(opt2, fresh))
     assert_identical(first + second, whole)
+
+
+@pytest.mark.parametrize("fix", [{}, *FIXES], ids=["torch", *[case_id(f) for f in FIXES]])
+@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
+def test_accelerator_path_never_reads_state_on_the_host(monkeypatch, fix, foreach):
+    # On a device other than CPU, eta/mu stay device tensors (no .item(): no host-device sync per
+    # step, unlike torch). Forced on CPU here by declaring no device host-readable.
+    import asgd_bridge.torch.asgd as impl
+
+    p0s = initial_params(torch.float32)
+    grads = gradients(p0s, steps=12)
+    hp = {"lr": 0.05, "lambd": 0.01, "t0": 3, "weight_decay": 0.01, "foreach": foreach, **fix}
+    host, _, _ = run(ASGD, p0s, grads, hp)
+
+    def no_host_read(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a state scalar was read on the host")
+
+    monkeypatch.setattr(impl, "_HOST_DEVICES", frozenset())
+    monkeypatch.setattr(impl, "_get_value", no_host_read)
+    monkeypatch.setattr(torch.Tensor, "item", no_host_read)
+    device, _, _ = run(ASGD, p0s, grads, hp)
+    assert_close_rel(device, host, 1e-6)

@@ -320,6 +320,17 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
 # ---------------------------------------------------------------------- the schedule, per tensor
 
 
+#: Devices whose state scalars may be read on the host (``.item()``, ``float()``): a read there is a
+#: memory load, not a synchronisation. On any other device the scalars stay device tensors even
+#: without ``capturable`` (torch's ASGD syncs there once per parameter per step; ours never does).
+_HOST_DEVICES = frozenset({"cpu"})
+
+
+def _sync_free(device: torch.device, capturable: bool) -> bool:
+    """Whether eta/mu must be used as device tensors (no host read) on ``device``."""
+    return capturable or device.type not in _HOST_DEVICES
+
+
 def _eta(lr: float | Tensor, lambd: float, alpha: float, step_t: Tensor, capturable: bool) -> Tensor:
     # eta_schedule with torch's operands: a device tensor when capturable (no host sync), else the
     # Python-float expression torch evaluates (identical rounding).
@@ -406,16 +417,18 @@ def _single_tensor_asgd(
             param = torch.view_as_real(param)
             ax = torch.view_as_real(ax)
 
+        # On CPU exactly torch's ops (host reads of eta/mu are free there); elsewhere device scalars.
+        on_device = _sync_free(param.device, capturable)
         if immediate_lr:
-            eta.copy_(_eta(lr, lambd, alpha, step_t, capturable))  # step_t = t - 1 updates so far
+            eta.copy_(_eta(lr, lambd, alpha, step_t, on_device))  # step_t = t - 1 updates so far
         step_t += 1
         if bottou_average:
-            mu.copy_(_mu(step_t, t0, capturable))
+            mu.copy_(_mu(step_t, t0, on_device))
 
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
 
-        if capturable:
+        if on_device:
             param.mul_(1 - lambd * eta)
             param.addcmul_(grad, eta, value=-1)
         else:
@@ -423,13 +436,13 @@ def _single_tensor_asgd(
             param.mul_(1 - lambd * eta_value)
             param.add_(grad, alpha=-eta_value)
 
-        if capturable or mu.item() != 1:
+        if on_device or mu.item() != 1:
             ax.add_(param.sub(ax).mul_(mu))
         else:
             ax.copy_(param)
 
-        eta.copy_(_eta(lr, lambd, alpha, step_t, capturable))
-        mu.copy_(_mu(step_t, t0, capturable))
+        eta.copy_(_eta(lr, lambd, alpha, step_t, on_device))
+        mu.copy_(_mu(step_t, t0, on_device))
 
 
 def _multi_tensor_asgd(
@@ -472,15 +485,16 @@ def _multi_tensor_asgd(
             _view_as_real(g_params, g_grads, g_axs)
         if maximize:
             g_grads = list(torch._foreach_neg(g_grads))
+        on_device = _sync_free(device, capturable)
 
         if immediate_lr:
-            torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, capturable, device))
+            torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
         if not torch.compiler.is_compiling() and g_steps[0].is_cpu:
             torch._foreach_add_(g_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
         else:
             torch._foreach_add_(g_steps, 1)
         if bottou_average:
-            torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, capturable, device))
+            torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, on_device, device))
 
         intermediate: list[Tensor]
         if weight_decay != 0:
@@ -499,8 +513,8 @@ def _multi_tensor_asgd(
         torch._foreach_addcmul_(g_axs, diff, g_mus)
         del diff
 
-        torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, capturable, device))
-        torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, capturable, device))
+        torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
+        torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, on_device, device))
 
 
 @_disable_dynamo_if_unsupported()
