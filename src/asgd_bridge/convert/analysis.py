@@ -1,0 +1,123 @@
+"""The converter's first pass: which variables hold the source optimizer, and what else.
+
+How each is used decides the rewrite; keys are the assigned expressions' source (``opt``, ``self.opt``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import libcst as cst
+from libcst.metadata import ParentNodeProvider
+
+__all__ = ["Analysis", "ParentLookup"]
+
+# Uses of an optimizer that plain paddle.optimizer.SGD serves exactly like torch's ASGD.
+_SGD_SAFE_METHODS = frozenset({"step", "zero_grad", "clear_grad"})
+
+
+class Analysis(cst.CSTVisitor):
+    """Which expressions hold an optimizer named by ``names``, what else they hold, and how they are used."""
+
+    def __init__(
+        self, module: cst.Module, names: frozenset[str], resolve: Callable[[cst.CSTNode], set[str]]
+    ) -> None:
+        self._module = module
+        self.names = names
+        self._qnames = resolve  # node -> set of qualified names
+        self.assigned: dict[str, set[str]] = defaultdict(set)  # key -> {"asgd", "other"}
+        self.call_key: dict[int, str] = {}  # id(ASGD call) -> key it is assigned to
+        self.uses: dict[str, list[str]] = defaultdict(list)  # key -> use kinds
+        self.mentions = False  # the class is named outside imports (called, subclassed, referenced)
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
+
+    def _assign(self, target: cst.BaseExpression, value: cst.BaseExpression, single: bool) -> None:
+        if not isinstance(target, (cst.Name, cst.Attribute)):
+            return
+        key = self._module.code_for_node(target)
+        if isinstance(value, cst.Call) and self._qnames(value.func) & self.names:
+            self.assigned[key].add("asgd")
+            if single:
+                self.call_key[id(value)] = key
+        else:
+            self.assigned[key].add("other")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._assign(target.target, node.value, len(node.targets) == 1)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._assign(node.target, node.value, True)
+
+    def collect_uses(self, module: cst.Module, parents: Any) -> None:
+        """Classify every load of an ASGD-holding expression (second pass, after keys are known)."""
+        keys = {k for k, kinds in self.assigned.items() if "asgd" in kinds}
+        if not keys:
+            return
+        roots = {k.split(".")[0] for k in keys}
+        module.visit(_UseFinder(module, keys, roots, parents, self.uses))
+
+
+class ParentLookup:
+    """``parents[node]`` through a codemod's resolved ParentNodeProvider."""
+
+    def __init__(self, command: Any) -> None:
+        self.command = command
+
+    def __getitem__(self, node: cst.CSTNode) -> cst.CSTNode:
+        return self.command.get_metadata(ParentNodeProvider, node)
+
+
+class _UseFinder(cst.CSTVisitor):
+    def __init__(
+        self, module: cst.Module, keys: set[str], roots: set[str], parents: Any, uses: dict[str, list[str]]
+    ) -> None:
+        self._module, self.keys, self.roots, self.parents, self.uses = module, keys, roots, parents, uses
+
+    def _record(self, node: cst.BaseExpression) -> None:
+        key = self._module.code_for_node(node)
+        if key not in self.keys:
+            return
+        parent = self.parents[node]
+        if isinstance(parent, cst.AssignTarget) or (
+            isinstance(parent, cst.AnnAssign) and parent.target is node
+        ):
+            return
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            grand = self.parents[parent]
+            if (
+                parent.attr.value in _SGD_SAFE_METHODS
+                and isinstance(grand, cst.Call)
+                and grand.func is parent
+                and not grand.args
+            ):
+                self.uses[key].append("simple")
+            else:
+                self.uses[key].append(f".{parent.attr.value}")
+        else:
+            self.uses[key].append("passed")
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.roots:
+            self._record(node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        root: cst.BaseExpression = node
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        if isinstance(root, cst.Name) and root.value in self.roots:
+            self._record(node)
