@@ -112,6 +112,20 @@ def test_to_torch(tmp_path: Path) -> None:
     assert "asgd_bridge.torch.SAG(params=ps, batch_num=4, lr=0.001)" in (tmp_path / "t.py").read_text()
 
 
+def test_to_torch_reports_a_paddle_lr_scheduler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "p.py"
+    src.write_text(
+        "import paddle\n\nsched = paddle.optimizer.lr.StepDecay(0.1, step_size=10)\n"
+        "opt = paddle.optimizer.ASGD(learning_rate=sched, parameters=ps)\n"
+    )
+    out, report = tmp_path / "t.py", tmp_path / "r.json"
+    assert run(str(src), "--to", "torch", "-o", str(out), "--report", str(report)) == 0
+    assert "asgd_bridge.torch.SAG" not in out.read_text()  # never carried silently into SAG(lr=...)
+    assert "a Paddle LRScheduler has no torch equivalent here" in capsys.readouterr().err
+    (change,) = json.loads(report.read_text())["files"][0]["changes"]
+    assert change["kind"] == "report" and "torch.optim.lr_scheduler by hand" in change["reason"]
+
+
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "f.py"
     target.write_text("old\n")

@@ -67,6 +67,24 @@ NOOPS = {
 
         opt = paddle.optimizer.ASGD(parameters=ps, weight_decay=MyDecay(0.1))
         """),
+    "paddle_lr_scheduler_to_torch": _d("""
+        import paddle
+
+        opt = paddle.optimizer.ASGD(learning_rate=paddle.optimizer.lr.StepDecay(0.1, step_size=10), parameters=ps)
+        """),
+    "paddle_lr_scheduler_positional_from_import_to_torch": _d("""
+        from paddle.optimizer import ASGD
+        from paddle.optimizer.lr import CosineAnnealingDecay as Cosine
+
+        opt = ASGD(Cosine(0.1, T_max=5), 2, ps)
+        """),
+    "paddle_lr_scheduler_variable_to_torch": _d("""
+        import paddle.optimizer.lr as lr_sched
+        import paddle
+
+        scheduler = lr_sched.ExponentialDecay(learning_rate=0.1, gamma=0.9)
+        opt = paddle.optimizer.ASGD(learning_rate=scheduler, parameters=ps)
+        """),
 }
 NOOP_DIRECTION = {k: "torch" for k in NOOPS if k.endswith("_to_torch")}
 
@@ -87,6 +105,9 @@ def test_must_not_change(name: str) -> None:
         ("paddle_subclass_reported_to_torch", "subclass"),
         ("paddle_without_parameters_to_torch", "parameters missing"),
         ("paddle_unknown_regulariser_to_torch", "no rule"),
+        ("paddle_lr_scheduler_to_torch", "paddle.optimizer.lr.StepDecay: a Paddle LRScheduler"),
+        ("paddle_lr_scheduler_positional_from_import_to_torch", "CosineAnnealingDecay: a Paddle LRScheduler"),
+        ("paddle_lr_scheduler_variable_to_torch", "learning_rate=scheduler is a paddle.optimizer.lr."),
     ],
 )
 def test_unconvertible_calls_are_reported_not_dropped(name: str, reason: str) -> None:
@@ -513,6 +534,29 @@ PAIRS = {
         opt.load_state_dict(state)
         """,
     ),
+    "paddle_to_torch_lr_variable_is_a_float_in_its_own_scope": (
+        """
+        import paddle
+
+        lr = paddle.optimizer.lr.StepDecay(0.1, step_size=10)
+
+
+        def make(ps):
+            lr = 0.1
+            return paddle.optimizer.ASGD(learning_rate=lr, parameters=ps)
+        """,
+        """
+        import paddle
+        import asgd_bridge.torch
+
+        lr = paddle.optimizer.lr.StepDecay(0.1, step_size=10)
+
+
+        def make(ps):
+            lr = 0.1
+            return asgd_bridge.torch.SAG(lr=lr, params=ps)
+        """,
+    ),
     "paddle_to_torch_default_lr_written": (
         """
         import paddle
@@ -646,6 +690,12 @@ def test_plain_sgd_only_when_provably_exact(name: str) -> None:
     result = convert_source(f"import torch\n\n{body}\nopt.zero_grad()\nopt.step()\n")
     targets = [c.target for c in result.changes if c.kind == "constructor"]
     assert targets == ["paddle.optimizer.SGD" if sgd else "asgd_bridge.paddle.ASGD"]
+
+
+def test_lr_scheduler_report_says_what_to_do() -> None:
+    (report,) = convert_source(NOOPS["paddle_lr_scheduler_to_torch"], to="torch").reports
+    assert (report.line, report.column) == (3, 7) and report.target == "(unchanged)"
+    assert "set lr to its initial value and attach a torch.optim.lr_scheduler by hand" in report.reason
 
 
 def test_group_key_report_points_at_the_key() -> None:

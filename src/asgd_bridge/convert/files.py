@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_path
-from .transform import Change, convert_source
+from .changes import Change
+from .transform import convert_source
 
 __all__ = [
     "FileOutcome",

@@ -5,8 +5,11 @@ Arguments follow :data:`.rules.SAG_RULES`; regulariser and clip objects become S
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libcst as cst
 from libcst.codemod.visitors import AddImportsVisitor
+from libcst.metadata import Assignment, ParentNodeProvider, ScopeProvider
 
 from .arglist import append_args, expr, float_arg, remove_args, with_keyword
 from .command import ConvertCommand
@@ -20,7 +23,7 @@ from .rules import (
     rule_for,
 )
 
-__all__ = ["PADDLE_METHOD_RULES", "SPEC_RULES", "PaddleToTorch"]
+__all__ = ["PADDLE_LR_SCHEDULERS", "PADDLE_METHOD_RULES", "SPEC_RULES", "PaddleToTorch"]
 
 #: Paddle regulariser/clip classes -> (asgd_bridge.torch.SAG spec tag, their argument names in order).
 SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -41,6 +44,9 @@ PADDLE_METHOD_RULES: dict[str, tuple[str | None, str]] = {
     "minimize": (None, "minimize(loss) has no torch counterpart: call loss.backward(); opt.step()"),
     "set_lr_scheduler": (None, "attach a torch lr scheduler instead"),
 }
+
+#: Qualified-name prefix of Paddle's schedulers: ``learning_rate=`` one of them is reported, not carried.
+PADDLE_LR_SCHEDULERS = "paddle.optimizer.lr."
 
 
 class PaddleToTorch(ConvertCommand):
@@ -119,13 +125,16 @@ class PaddleToTorch(ConvertCommand):
                 fates.append((rule.source, "", "dropped", rule.reason))
                 continue
             new = with_keyword(arg, rule.target)
-            # metadata (qualified names) lives on the original nodes
-            if rule.source in ("weight_decay", "grad_clip"):
+            # metadata (qualified names, scopes) lives on the original nodes
+            problem = None
+            if rule.source == "learning_rate":
+                problem = self._lr_scheduler(original_node.args[i].value)
+            elif rule.source in ("weight_decay", "grad_clip"):
                 spec, problem = self._spec(original_node.args[i].value, rule.source)
-                if problem is not None:
-                    self._record(original_node, "report", "(unchanged)", problem)
-                    return updated_node
                 new = new.with_changes(value=spec)
+            if problem is not None:
+                self._record(original_node, "report", "(unchanged)", problem)
+                return updated_node
             args[i] = new
             fates.append((rule.source, rule.target, rule.action.value, rule.reason))
         AddImportsVisitor.add_needed_import(self.context, SAG_TARGET[0])
@@ -135,6 +144,37 @@ class PaddleToTorch(ConvertCommand):
         return updated_node.with_changes(
             func=expr(SAG_TARGET[1]), args=append_args(remove_args(args, drop), extra)
         )
+
+    def _lr_scheduler(self, node: cst.BaseExpression) -> str | None:
+        """Why ``learning_rate=node`` cannot be carried: it is (or its variable is assigned) a Paddle
+        LRScheduler; None otherwise."""
+        values = list(self._assigned_values(node)) if isinstance(node, cst.Name) else [node]
+        for value in values:
+            if not isinstance(value, cst.Call):
+                continue
+            qnames = sorted(q for q in self._qnames(value.func) if q.startswith(PADDLE_LR_SCHEDULERS))
+            qname = qnames[0] if qnames else None
+            if qname is not None:
+                return (
+                    f"learning_rate={self._code(node)} is a {qname}: a Paddle LRScheduler has no torch"
+                    " equivalent here: set lr to its initial value and attach a torch.optim.lr_scheduler"
+                    " by hand"
+                )
+        return None
+
+    def _assigned_values(self, name: cst.Name) -> Iterator[cst.BaseExpression]:
+        """Values given to ``name`` where it is read (``x = v``, ``x: T = v``, ``x := v``)."""
+        scope = self.get_metadata(ScopeProvider, name, None)
+        if scope is None:
+            return
+        for assignment in scope[name.value]:
+            if not isinstance(assignment, Assignment):
+                continue
+            parent = self.get_metadata(ParentNodeProvider, assignment.node, None)
+            if isinstance(parent, cst.AssignTarget):
+                parent = self.get_metadata(ParentNodeProvider, parent, None)
+            if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.NamedExpr)) and parent.value is not None:
+                yield parent.value
 
     def _spec(self, node: cst.BaseExpression, what: str) -> tuple[cst.BaseExpression, str | None]:
         """A Paddle regulariser or clip object as asgd_bridge.torch.SAG's spec (:data:`SPEC_RULES`)."""
