@@ -90,6 +90,13 @@ def check_asgd_schedule(**values: Any) -> None:
             raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean switch (``maximize``, ``multi_precision``, ...): ``ValueError`` naming it otherwise."""
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
+    return value
+
+
 def check_sag(lr: Any, batch_num: Any) -> None:
     """Validate SAG hyperparameters with ``ValueError`` naming the argument."""
     if lr is None:

@@ -18,7 +18,7 @@ from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from ..averaging import AveragedWeights
-from ..hyperparams import ASGD_DEFAULTS, check_asgd
+from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag
 from ..reference import eta_schedule, mu_schedule
 from ._amp import skip_for_found_inf
 from .sag import clip_to_spec
@@ -36,9 +36,8 @@ _FLAGS = ("maximize", "immediate_lr", "bottou_average")
 
 
 def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
-    return bool(value)
+    # NumPy bools are accepted here too (group values that went through NumPy).
+    return check_flag(name, bool(value) if isinstance(value, np.bool_) else value)
 
 
 def _check_rate(name: str, value: Any) -> float:

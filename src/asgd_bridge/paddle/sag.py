@@ -15,7 +15,13 @@ from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
-from asgd_bridge.hyperparams import SAG_DEFAULTS, check_sag, parse_grad_clip, parse_weight_decay
+from asgd_bridge.hyperparams import (
+    SAG_DEFAULTS,
+    check_flag,
+    check_sag,
+    parse_grad_clip,
+    parse_weight_decay,
+)
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.paddle._amp import skip_for_found_inf
 
@@ -103,11 +109,6 @@ def _clip(clip: ClipGradBase, pairs: list) -> list:
 _GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "batch_num"}
 
 
-def _check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
-    return value
-
 
 def _device_name(p: paddle.Tensor) -> str:
     place = p.place
@@ -181,9 +182,9 @@ class SAG(Optimizer):
         if not isinstance(learning_rate, LRScheduler) and not 0.0 <= learning_rate < float("inf"):
             raise ValueError(f"Invalid learning_rate value: {learning_rate} (must be a finite float >= 0)")
         check_sag(learning_rate, batch_num)
-        maximize = _check_flag("maximize", maximize)
-        multi_precision = _check_flag("multi_precision", multi_precision)
-        check_memory = _check_flag("check_memory", check_memory)
+        maximize = check_flag("maximize", maximize)
+        multi_precision = check_flag("multi_precision", multi_precision)
+        check_memory = check_flag("check_memory", check_memory)
         if name is not None and not isinstance(name, str):
             raise ValueError(f"Invalid name value: {name!r} (expected a str or None)")
         if isinstance(learning_rate, int):

@@ -13,7 +13,13 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from asgd_bridge.hyperparams import SAG_DEFAULTS, check_sag, parse_grad_clip, parse_weight_decay
+from asgd_bridge.hyperparams import (
+    SAG_DEFAULTS,
+    check_flag,
+    check_sag,
+    parse_grad_clip,
+    parse_weight_decay,
+)
 from asgd_bridge.memory import StateTensor, check_sag_memory
 
 __all__ = ["SAG"]
@@ -93,9 +99,7 @@ class SAG(Optimizer):
         maximize: bool = False,
         check_memory: bool = True,
     ) -> None:
-        if not isinstance(check_memory, bool):
-            raise ValueError(f"Invalid check_memory value: {check_memory!r} (expected True or False)")
-        self._check_memory = check_memory
+        self._check_memory = check_flag("check_memory", check_memory)
         defaults = {
             "lr": lr,
             "batch_num": batch_num,
@@ -124,8 +128,7 @@ class SAG(Optimizer):
         check_sag(lr, group["batch_num"])
         group["lr"] = float(lr)
         for flag in ("maximize", "multi_precision"):
-            if not isinstance(group[flag], bool):
-                raise ValueError(f"Invalid {flag} value: {group[flag]!r} (expected True or False)")
+            check_flag(flag, group[flag])
         group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
         group["grad_clip"] = parse_grad_clip(group["grad_clip"])
 
