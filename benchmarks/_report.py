@@ -183,7 +183,15 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
     res = [r for r in doc["results"] if "median_s" in r and r["framework"] != "probe"]
     threads = doc["machine"]["threads_used"]
     colors = plt.get_cmap("tab20").colors  # more rows than the default 10-colour cycle
-    paths = []
+    paths: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        path = out / f"{name}{suffix}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
     for key, ylabel, fname, title in (
         ("median_s", "step time (s)", "step_time", "Step time, fp32, one tensor"),
         ("roofline_fraction", "fraction of roofline (floor bytes / roofline bandwidth / step time)",
@@ -212,11 +220,7 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.set_title(f"{title} ({threads} threads)")
-        p = out / f"{fname}{suffix}.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, fname)
     small = [r for r in res if r["layout"] == "many-small" and r["dtype"] == "float32"
              and r["family"] != "fused-paths"]
     if small:
@@ -228,11 +232,7 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         ax.margins(x=0.12)
         nt = small[0]["ntensors"]
         ax.set_title(f"Many small tensors: {nt} x {small[0]['numel'] // nt} fp32 ({threads} threads)")
-        fig.tight_layout()
-        p = out / f"many_small{suffix}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "many_small")
     probe_pts: dict[str, list[tuple[int, float]]] = defaultdict(list)
     probe_rmw: dict[str, bool] = {}
     for (dtype, layout, _n, _nt), recs in _groups(doc).items():
@@ -255,11 +255,7 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
                   title="solid: read-modify-write", title_fontsize=8)
         ax.set_title(f"Bandwidth probes by array size ({threads} threads)")
-        fig.tight_layout()
-        p = out / f"probes{suffix}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        save(fig, "probes")
     return paths
 
 
