@@ -18,7 +18,7 @@ from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from ..averaging import AveragedWeights
-from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag
+from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_rate
 from ..reference import eta_schedule, mu_schedule
 from ._amp import skip_for_found_inf
 from .sag import clip_to_spec
@@ -41,11 +41,7 @@ def _check_flag(name: str, value: Any) -> bool:
 
 
 def _check_rate(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"Invalid {name} value: {value!r} (expected a float >= 0)")
-    if not 0.0 <= value < float("inf"):
-        raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
-    return float(value)
+    return check_rate(f"{name} value", value)
 
 
 def _split_weight_decay(name: str, value: Any) -> tuple[float, WeightDecayRegularizer | None]:
