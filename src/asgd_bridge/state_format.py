@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -77,6 +78,8 @@ __all__ = [
     "TensorInfo",
     "check_state_dict",
     "checked_torch_load",
+    "from_paddle_sag_format",
+    "is_paddle_sag_format",
     "param_spec",
     "tensor_info",
 ]
@@ -495,7 +498,9 @@ def _check_entry(
             _check_tensor(value, where, key.name, shape, fp32, "fp32 tensor", framework, param)
 
 
-def _check_group(fmt: Format, group: Any, index: int, framework: Framework | None) -> list[Any]:
+def _check_group(
+    fmt: Format, group: Any, index: int, framework: Framework | None, size: int | None
+) -> list[Any]:
     where = f"param_groups[{index}]"
     if not isinstance(group, Mapping):
         raise StateDictError(f"{where}: expected a dict, found {_found(group)}")
@@ -504,6 +509,8 @@ def _check_group(fmt: Format, group: Any, index: int, framework: Framework | Non
         isinstance(i, int) and not isinstance(i, bool) for i in ids
     ):
         raise _fail(where, "params", "a list of int parameter ids", ids)
+    if size is not None and len(ids) != size:
+        raise _fail(where, "params", f"{size} ids (the size of the optimizer's group)", ids)
     names = group.get("param_names")
     if names is not None and (
         not isinstance(names, (list, tuple))
@@ -562,7 +569,10 @@ def check_state_dict(
         )
     for key in ("state", "param_groups"):
         if key not in state_dict:
-            raise StateDictError(f"state dict: missing key {key!r} (has {sorted(map(str, state_dict))[:8]})")
+            raise StateDictError(
+                f"state dict: missing key {key!r} (an optimizer state dict holds 'state' and "
+                f"'param_groups'; found keys {sorted(map(str, state_dict))[:6]})"
+            )
     for key in state_dict:
         if key in ("state", "param_groups"):
             continue
@@ -577,22 +587,20 @@ def check_state_dict(
                 "optimizer cannot honour it (convert with asgd_bridge.checkpoint.convert_state_dict)"
             )
     groups = state_dict["param_groups"]
-    if not isinstance(groups, (list, tuple)) or not groups:
-        raise _fail("state dict", "param_groups", "a non-empty list of dicts", groups)
+    if not isinstance(groups, (list, tuple)):
+        raise _fail("state dict", "param_groups", "a list of dicts", groups)
     if params is not None and len(params) != len(groups):
         raise StateDictError(
-            f"state dict, key 'param_groups': expected {len(params)} groups (the optimizer's), "
-            f"found {len(groups)}"
+            f"state dict, key 'param_groups': expected {len(params)} parameter groups (the "
+            f"optimizer's), found {len(groups)}"
         )
+    if not groups:
+        raise _fail("state dict", "param_groups", "a non-empty list of dicts", groups)
     owner: dict[Any, tuple[int, int, ParamSpec | None, Mapping[str, Any]]] = {}
     names: dict[Any, str] = {}
     position = 0
     for gi, group in enumerate(groups):
-        ids = _check_group(fmt, group, gi, framework)
-        if params is not None and len(params[gi]) != len(ids):
-            raise _fail(
-                f"param_groups[{gi}]", "params", f"{len(params[gi])} parameters (the optimizer's group)", ids
-            )
+        ids = _check_group(fmt, group, gi, framework, len(params[gi]) if params is not None else None)
         for j, pid in enumerate(ids):
             if pid in owner:
                 raise _fail(f"param_groups[{gi}]", "params", "distinct ids", ids, f"{pid} appears twice")
@@ -661,3 +669,82 @@ def checked_torch_load(optimizer: Any, state_dict: Any, fmt: Format) -> Iterator
         yield state_dict
     finally:
         optimizer._optimizer_load_state_dict_pre_hooks = hooks
+
+
+# ------------------------------------------------------------- paddle.optimizer.ASGD's own format
+
+#: An accumulator of paddle.optimizer.ASGD: ``<owner>_<d|y|m>_<k>``, ``owner`` the parameter's name (or
+#: its master weight's, ``<name>_fp32_master_<j>``), optionally followed by ``_<optimizer name>``;
+#: ``k`` is Paddle's unique-name counter.
+_PADDLE_ACCUMULATOR = re.compile(r"^(?P<owner>.+)_(?P<key>[dym])_(?P<k>\d+)$")
+_PADDLE_EXTRAS = ("master_weights", "LR_Scheduler")
+
+
+def is_paddle_sag_format(state_dict: Any) -> bool:
+    """Whether ``state_dict`` is ``paddle.optimizer.ASGD(...).state_dict()``'s name-keyed format:
+    ``{"<param.name>_d_0": d, "<param.name>_y_0": y, "<param.name>_m_0": m, ...}`` plus optional
+    ``master_weights`` (by parameter name) and ``LR_Scheduler`` (``{}`` before the first step)."""
+    if not isinstance(state_dict, Mapping) or "state" in state_dict or "param_groups" in state_dict:
+        return False
+    return all(
+        k in _PADDLE_EXTRAS or (isinstance(k, str) and _PADDLE_ACCUMULATOR.match(k)) for k in state_dict
+    )
+
+
+def from_paddle_sag_format(state_dict: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """``paddle.optimizer.ASGD``'s name-keyed state as SAG's positional ``{"state": {i: {...}}}``.
+
+    Each accumulator is matched to the parameter whose ``name`` (``names[i]``, in optimizer order) it
+    starts with (the longest such name; a master weight's accumulators to its parameter). The layouts
+    agree: Paddle's ``d`` is the sum of the stored gradients, ``y`` is ``[batch_num, *shape]``, ``m``
+    (an int64 ``[1]`` tensor) counts the finished steps, as here; ``master_weights[name]`` becomes
+    ``master``. ``LR_Scheduler`` is kept. An accumulator of no parameter, a parameter with some but
+    not all of ``d``/``y``/``m`` or with two of one kind raises :class:`StateDictError` naming it.
+    """
+    position = {name: i for i, name in enumerate(names)}
+    by_length = sorted(position, key=len, reverse=True)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in state_dict.items():
+        if key in _PADDLE_EXTRAS:
+            continue
+        match = _PADDLE_ACCUMULATOR.match(key)
+        assert match is not None  # is_paddle_sag_format
+        owner = match["owner"]
+        name = next((n for n in by_length if owner == n or owner.startswith(n + "_")), None)
+        if name is None:
+            raise StateDictError(
+                f"paddle.optimizer.ASGD state, key {key!r}: expected an accumulator of one of this "
+                f"optimizer's parameters {list(names)[:6]}{' ...' if len(names) > 6 else ''}, found one of "
+                f"{owner!r} (Paddle names parameters per process: build the model in a fresh process, in "
+                "the same order, before loading)"
+            )
+        entry = state.setdefault(position[name], {})
+        if match["key"] in entry:
+            raise StateDictError(
+                f"paddle.optimizer.ASGD state, key {key!r}: parameter {position[name]} {name!r} already "
+                f"has a {match['key']!r} accumulator (two optimizers' states mixed?)"
+            )
+        entry[match["key"]] = value
+    for i, entry in state.items():
+        missing = [k for k in ("d", "y", "m") if k not in entry]
+        if missing:
+            raise StateDictError(
+                f"paddle.optimizer.ASGD state of parameter {i} {names[i]!r}: missing accumulator(s) "
+                f"{missing} (found {sorted(entry)})"
+            )
+    masters = state_dict.get("master_weights") or {}
+    if not isinstance(masters, Mapping):
+        expected = "a dict {parameter name: tensor}"
+        raise _fail("paddle.optimizer.ASGD state", "master_weights", expected, masters)
+    for name, master in masters.items():
+        if name not in position:
+            raise StateDictError(
+                f"paddle.optimizer.ASGD state, key 'master_weights': expected names of this optimizer's "
+                f"parameters, found {name!r}"
+            )
+        if position[name] in state:
+            state[position[name]]["master"] = master
+    out: dict[str, Any] = {"state": state}
+    if state_dict.get("LR_Scheduler"):
+        out["LR_Scheduler"] = state_dict["LR_Scheduler"]
+    return out
