@@ -453,16 +453,22 @@ def _check_entry(
     unknown = [k for k in entry if k not in names]
     if unknown:
         raise StateDictError(
-            f"{where}: unknown state key(s) {sorted(map(repr, unknown))} for {fmt.algorithm} "
-            f"(expected {names})"
+            f"{where}: unknown state key(s) {sorted(map(repr, unknown))} for {fmt.algorithm}: "
+            f"expected only {names}, found {sorted(map(str, entry))}"
         )
     missing = [k.name for k in fmt.state if k.required and k.name not in entry]
     if missing:
-        raise StateDictError(f"{where}: missing state key(s) {missing} (has {sorted(map(str, entry))})")
+        raise StateDictError(
+            f"{where}: missing state key(s) {missing}: expected {names}, found {sorted(map(str, entry))}"
+        )
     shape = param.shape if param is not None else None
-    if shape is None and fmt.shape_key:
-        info = tensor_info(entry.get(fmt.shape_key))
-        shape = info.shape if info is not None else None
+    if shape is None:  # no parameter: the state must agree with itself
+        stacked = tensor_info(entry.get("y")) if fmt is SAG_FORMAT else None
+        if stacked is not None and stacked.shape[:1] == (group.get("batch_num"),):
+            shape = stacked.shape[1:]  # y = [batch_num, *shape] fixes the shape d and master must have
+        elif fmt.shape_key:
+            info = tensor_info(entry.get(fmt.shape_key))
+            shape = info.shape if info is not None else None
     for key in fmt.state:
         if key.name not in entry:
             continue
@@ -525,7 +531,8 @@ def _check_group(
         spec = fmt.group_key(key) if isinstance(key, str) else None
         if spec is None:
             raise StateDictError(
-                f"{where}: unknown key {key!r} for {fmt.algorithm} (expected {allowed}, params, param_names)"
+                f"{where}: unknown key {key!r} for {fmt.algorithm}: expected only {allowed}, params, "
+                f"param_names; found {key!r} = {_found(group[key])}"
             )
         value = group[key]
         try:
@@ -535,7 +542,8 @@ def _check_group(
     missing = [k.name for k in fmt.groups if k.required and k.name not in group]
     if missing:
         raise StateDictError(
-            f"{where}: missing key(s) {missing} for {fmt.algorithm} (has {sorted(map(str, group))})"
+            f"{where}: missing key(s) {missing} for {fmt.algorithm}: expected {missing}, found only "
+            f"{sorted(map(str, group))}"
         )
     return list(ids)
 
