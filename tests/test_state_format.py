@@ -185,7 +185,7 @@ def test_paddle_only_keys_are_refused_by_torch_and_empty_entries_mean_no_state()
         opt.load_state_dict(edit(sd, group={"regularizer": ("l1", 0.1)}))
     with pytest.raises(StateDictError, match="'LR_Scheduler'"):
         opt.load_state_dict({**sd, "LR_Scheduler": {"last_epoch": 3}})
-    with pytest.raises(StateDictError, match="no param group lists parameter id 7"):
+    with pytest.raises(StateDictError, match="no param group's 'params' lists parameter id 7"):
         opt.load_state_dict({**sd, "state": {7: sd["state"][0]}})
     opt.load_state_dict(edit(sd, group={"regularizer": None}))
     opt.load_state_dict({**sd, "state": {0: {}}})

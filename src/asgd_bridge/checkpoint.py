@@ -343,6 +343,8 @@ def convert_state_dict(
 
     state: dict[int, dict[str, Any]] = {}
     for i, entry in state_dict["state"].items():
+        if not entry:
+            continue  # looked up, never stepped: no state (state_format)
         j = new_index(i)
         src_shape = _param_shape(kind, entry)
         flip = (

@@ -622,7 +622,7 @@ def check_state_dict(
     for pid, entry in state.items():
         if pid not in owner:
             raise StateDictError(
-                f"state[{pid!r}]: no param group lists parameter id {pid!r} "
+                f"state[{pid!r}]: no param group's 'params' lists parameter id {pid!r} "
                 f"(ids: {sorted(owner)[:8]}{' ...' if len(owner) > 8 else ''})"
             )
         pos, _, spec, group = owner[pid]
@@ -633,7 +633,9 @@ def check_state_dict(
             raise _fail("state dict", "master_weights", "a dict {parameter id: fp32 tensor}", masters)
         for pid, master in masters.items():
             if pid not in owner:
-                raise StateDictError(f"master_weights[{pid!r}]: no param group lists parameter id {pid!r}")
+                raise StateDictError(
+                    f"master_weights[{pid!r}]: no param group's 'params' lists parameter id {pid!r}"
+                )
             pos, _, spec, _ = owner[pid]
             shape = spec.shape if spec is not None else None
             if shape is None:
