@@ -681,7 +681,7 @@ def test_custom_regularizer_is_named_in_the_state_dict_and_must_be_supplied_to_l
     ASGD(parameters=ps, weight_decay=Odd()).load_state_dict(sd)
     with pytest.raises(ValueError, match="custom Odd"):
         ASGD(parameters=ps).load_state_dict(sd)
-    with pytest.raises(ValueError, match="invalid regularizer"):
+    with pytest.raises(ValueError, match="Invalid regularizer"):
         ASGD(parameters=ps).load_state_dict(
             {**sd, "param_groups": [{**sd["param_groups"][0], "regularizer": ("l3", 1.0)}]}
         )

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .state_format import ASGD_FORMAT, SAG_FORMAT, StateDictError, check_state_dict, is_paddle_sag_format
+
 __all__ = [
     "CheckpointError",
     "convert_state_dict",
@@ -50,8 +52,8 @@ _SAG_KEYS = ("lr", "batch_num", "weight_decay", "grad_clip", "maximize", "multi_
 _TORCH_ONLY = {"foreach": None, "differentiable": False, "capturable": False}
 
 
-class CheckpointError(ValueError):
-    """A state dict that cannot be converted (format, parameter count or shapes)."""
+class CheckpointError(StateDictError):
+    """A state dict that cannot be converted (format, parameter count or shapes); a ``ValueError``."""
 
 
 # --------------------------------------------------------------------------- tensors
@@ -198,12 +200,19 @@ def detect_kind(state_dict: Any) -> Kind:
     if not isinstance(state_dict, Mapping) or "state" not in state_dict or "param_groups" not in state_dict:
         keys = list(state_dict)[:5] if isinstance(state_dict, Mapping) else type(state_dict).__name__
         hint = ""
-        if isinstance(state_dict, Mapping) and any(str(k).endswith(("_y_0", "_d_0")) for k in state_dict):
-            hint = " (this looks like paddle.optimizer.ASGD's name-keyed state: use asgd_bridge.paddle.SAG)"
+        if is_paddle_sag_format(state_dict) and state_dict:
+            hint = (
+                " (this is paddle.optimizer.ASGD's name-keyed SAG state: load it into "
+                "asgd_bridge.paddle.SAG(...).set_state_dict, which matches it to the parameters by name, "
+                "then convert that optimizer's state_dict())"
+            )
         raise CheckpointError(f"unknown optimizer state format, got keys {keys}{hint}; {expected}")
     groups = state_dict["param_groups"]
     if not isinstance(groups, Sequence) or not groups:
         raise CheckpointError(f"'param_groups' is empty or not a list; {expected}")
+    for index, group in enumerate(groups):
+        if not isinstance(group, Mapping):
+            raise CheckpointError(f"param_groups[{index}]: expected a dict, found {type(group).__name__}")
     if all("lambd" in g for g in groups):
         return "asgd"
     if all("batch_num" in g for g in groups):
@@ -292,6 +301,12 @@ def convert_state_dict(
     if to not in ("torch", "paddle"):
         raise CheckpointError(f"Invalid to value: {to!r} (expected 'torch' or 'paddle')")
     kind = detect_kind(state_dict)
+    try:  # the source as its own format defines it, before anything is converted
+        check_state_dict(state_dict, ASGD_FORMAT if kind == "asgd" else SAG_FORMAT)
+    except CheckpointError:
+        raise
+    except StateDictError as error:
+        raise CheckpointError(f"source state dict: {error}") from None
     groups = state_dict["param_groups"]
     n_source = sum(len(g["params"]) for g in groups)
     shapes: list[tuple[int, ...]] | None = None
@@ -328,6 +343,8 @@ def convert_state_dict(
 
     state: dict[int, dict[str, Any]] = {}
     for i, entry in state_dict["state"].items():
+        if not entry:
+            continue  # looked up, never stepped: no state (state_format)
         j = new_index(i)
         src_shape = _param_shape(kind, entry)
         flip = (

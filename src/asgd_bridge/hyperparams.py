@@ -14,6 +14,8 @@ __all__ = [
     "SAG_DEFAULTS",
     "check_asgd",
     "check_asgd_schedule",
+    "check_flag",
+    "check_rate",
     "CLIP_KINDS",
     "check_sag",
     "parse_grad_clip",
@@ -95,6 +97,19 @@ def check_flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"Invalid {name} value: {value!r} (expected True or False)")
     return value
+
+
+def check_rate(label: str, value: Any) -> float:
+    """A finite rate ``>= 0`` given as a Python number (``bool`` and tensors refused); returns it as a float.
+
+    ``label`` names it in the message: ``"Invalid {label}: {value} (must be a finite float >= 0)"``
+    (``"learning rate"`` for torch's SAG, ``"lr value"`` / ``"learning_rate value"`` for Paddle's classes).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {label}: {value!r} (expected a float >= 0)")
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"Invalid {label}: {value} (must be a finite float >= 0)")
+    return float(value)
 
 
 def check_sag(lr: Any, batch_num: Any) -> None:

@@ -18,8 +18,9 @@ from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from ..averaging import AveragedWeights
-from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag
+from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_rate
 from ..reference import eta_schedule, mu_schedule
+from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
 from ._amp import skip_for_found_inf
 from .sag import clip_to_spec
 
@@ -41,11 +42,7 @@ def _check_flag(name: str, value: Any) -> bool:
 
 
 def _check_rate(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"Invalid {name} value: {value!r} (expected a float >= 0)")
-    if not 0.0 <= value < float("inf"):
-        raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
-    return float(value)
+    return check_rate(f"{name} value", value)
 
 
 def _split_weight_decay(name: str, value: Any) -> tuple[float, WeightDecayRegularizer | None]:
@@ -580,21 +577,21 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (also from ``paddle.load``) into this optimizer, copying tensors."""
-        if "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError(
-                "state_dict must hold 'state' and 'param_groups' "
-                "(the format of asgd_bridge.paddle.ASGD.state_dict())"
-            )
+        """Restore a :meth:`state_dict` (also from ``paddle.load``) into this optimizer, copying tensors.
+
+        The state dict is first checked against :data:`asgd_bridge.state_format.ASGD_FORMAT` and these
+        parameters (hyperparameters as the constructor checks them, ``step``/``eta``/``mu`` in range,
+        ``ax`` and ``master_weights`` of each parameter's shape); a mismatch raises
+        :class:`~asgd_bridge.state_format.StateDictError` (a ``ValueError``) naming the parameter and
+        the key, and nothing is loaded.
+        """
+        check_state_dict(
+            state_dict,
+            ASGD_FORMAT,
+            [[param_spec(p, p.name) for p in group["params"]] for group in self._groups],
+            framework="paddle",
+        )
         saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self._groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        for saved, group in zip(saved_groups, self._groups, strict=True):
-            if len(saved["params"]) != len(group["params"]):
-                raise ValueError(
-                    "loaded state dict contains a parameter group that doesn't match the size of "
-                    "optimizer's group"
-                )
         # a group's regulariser (absent from older state dicts and torch's: the constructor's stays)
         regularizers = [
             _regularizer_from_spec(saved["regularizer"], extras.regularizer, f"param group {index}")
@@ -619,6 +616,8 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         self.state = _StateTable()
         with paddle.no_grad():
             for i, entry in state_dict["state"].items():
+                if not entry:
+                    continue  # looked up, never stepped
                 p = params[int(i)]
                 scalar_dtype = paddle.float64 if p.dtype == paddle.float64 else paddle.float32
                 ax = _tensor_copy(entry["ax"], p.dtype)

@@ -24,6 +24,13 @@ from asgd_bridge.hyperparams import (
 )
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.paddle._amp import skip_for_found_inf
+from asgd_bridge.state_format import (
+    SAG_FORMAT,
+    check_state_dict,
+    from_paddle_sag_format,
+    is_paddle_sag_format,
+    param_spec,
+)
 
 try:  # the fused kernel of paddle.optimizer.ASGD: one pass over p, g, d and y[i]
     from paddle import _C_ops
@@ -430,25 +437,50 @@ class SAG(Optimizer):
         return out
 
     def set_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        """Load :meth:`state_dict` output (of this class, or converted from torch's SAG).
+        """Load :meth:`state_dict` output (of this class, or converted from torch's SAG), or the state
+        of ``paddle.optimizer.ASGD`` (the same algorithm, keyed by parameter names).
 
         State is matched by position; a float learning rate is restored from the first group's
         ``lr`` (as ``torch.optim.Optimizer.load_state_dict`` restores it), a scheduler from
-        ``"LR_Scheduler"``.
+        ``"LR_Scheduler"``. The state dict is first checked against
+        :data:`asgd_bridge.state_format.SAG_FORMAT` and these parameters (``d`` of each parameter's
+        shape, ``y`` of ``[batch_num, *shape]``, ``m`` an int >= 0, hyperparameters as the constructor
+        checks them); a mismatch raises :class:`~asgd_bridge.state_format.StateDictError` naming the
+        parameter and the key, and nothing is loaded.
+
+        ``paddle.optimizer.ASGD(...).state_dict()`` (``{"<param.name>_d_0": ..., "<param.name>_y_0":
+        ..., "<param.name>_m_0": ...}``, :func:`asgd_bridge.state_format.from_paddle_sag_format`) is
+        matched to this optimizer's parameters by ``name`` and continues exactly where Paddle's ASGD
+        stopped; the hyperparameters are this optimizer's (Paddle's state carries none). Paddle names
+        parameters per process (``linear_0.w_0``, ...): load it into a model built in the same order
+        in a fresh process, or into the same parameters; an accumulator of a parameter this
+        optimizer does not have is refused, naming it.
         """
-        groups = state_dict.get("param_groups", [])
-        n_saved = sum(len(g["params"]) for g in groups) if groups else len(state_dict.get("state", {}))
-        if groups and n_saved != len(self._flat):
-            raise ValueError(
-                f"loaded state dict has {n_saved} parameters but this optimizer has {len(self._flat)}"
-            )
+        if is_paddle_sag_format(state_dict):
+            state_dict = {
+                **from_paddle_sag_format(state_dict, [p.name for p in self._flat]),
+                "param_groups": self._groups_for_state(),
+            }
+        groups = self._param_groups if isinstance(self._param_groups[0], dict) else [{"params": self._flat}]
+        check_state_dict(
+            state_dict,
+            SAG_FORMAT,
+            [[param_spec(p, p.name) for p in g["params"]] for g in groups],
+            framework="paddle",
+        )
+        saved_groups = state_dict["param_groups"]
+        # saved ids pair with this optimizer's parameters group by group, as torch pairs them
+        position = {
+            k: self._position[id(p)]
+            for g, saved in zip(groups, saved_groups, strict=True)
+            for p, k in zip(g["params"], saved["params"], strict=True)
+        }
+        groups = saved_groups
         new_state: dict[int, dict[str, Any]] = {}
-        for key, saved in state_dict.get("state", {}).items():
-            i = int(key)
-            if not 0 <= i < len(self._flat):
-                raise ValueError(
-                    f"loaded state refers to parameter {i}, this optimizer has {len(self._flat)}"
-                )
+        for key, saved in state_dict["state"].items():
+            if not saved:
+                continue  # looked up, never stepped
+            i = position[key]
             p = self._flat[i]
             n = self._n_of(p)
             y = _copy_tensor(saved["y"], p.dtype)
@@ -459,7 +491,9 @@ class SAG(Optimizer):
                 )
             master = self._multi_precision and p.dtype in _HALF
             acc = paddle.float32 if master else p.dtype
-            state = {"d": _copy_tensor(saved["d"], acc), "y": y, "m": int(saved["m"])}
+            m = saved["m"]
+            m = int(m.reshape([-1])[0]) if hasattr(m, "reshape") else int(m)
+            state = {"d": _copy_tensor(saved["d"], acc), "y": y, "m": m}
             if master:
                 src = saved.get("master", p)
                 state["master"] = _copy_tensor(src, paddle.float32)

@@ -26,6 +26,7 @@ from torch.optim.optimizer import (
 from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_asgd_schedule
 from ..reference import eta_schedule, mu_schedule
+from ..state_format import ASGD_FORMAT, checked_torch_load
 
 __all__ = ["ASGD", "asgd"]
 
@@ -185,13 +186,20 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         super().add_param_group(param_group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, with ``step`` kept as saved also in ``fused=True`` groups.
+        """torch's ``load_state_dict``, checked first, with ``step`` kept as saved in ``fused`` groups.
+
+        The state dict (after the load pre-hooks) is checked against
+        :data:`asgd_bridge.state_format.ASGD_FORMAT` and these parameters: hyperparameters as the
+        constructor checks them, ``step``/``eta``/``mu`` in range, ``ax`` of each parameter's shape
+        and a compatible dtype; a mismatch raises :class:`~asgd_bridge.state_format.StateDictError`
+        (a ``ValueError``) naming the parameter and the key, and nothing is loaded.
 
         torch's ``Optimizer`` reads a group's ``fused`` key as *its* fused flag and casts ``step`` to
         float32 on the parameter's device; torch.optim.ASGD (no ``fused``) keeps the saved tensor, and
         so does this class. ``capturable`` groups are still cast, as torch does.
         """
-        super().load_state_dict(state_dict)
+        with checked_torch_load(self, state_dict, ASGD_FORMAT) as state_dict:
+            super().load_state_dict(state_dict)
         saved_state = state_dict.get("state", {})
         for saved_group, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
             if not saved_group.get("fused") or group.get("capturable"):

@@ -16,11 +16,13 @@ from torch.optim import Optimizer
 from asgd_bridge.hyperparams import (
     SAG_DEFAULTS,
     check_flag,
+    check_rate,
     check_sag,
     parse_grad_clip,
     parse_weight_decay,
 )
 from asgd_bridge.memory import StateTensor, check_sag_memory
+from asgd_bridge.state_format import SAG_FORMAT, checked_torch_load
 
 __all__ = ["SAG"]
 
@@ -120,13 +122,9 @@ class SAG(Optimizer):
 
     @staticmethod
     def _validate_group(group: dict[str, Any]) -> None:
-        lr = group["lr"]
-        if isinstance(lr, torch.Tensor) or isinstance(lr, bool) or not isinstance(lr, (int, float)):
-            raise ValueError(f"Invalid learning rate: {lr!r} (expected a float >= 0)")
-        if not 0.0 <= lr < float("inf"):
-            raise ValueError(f"Invalid learning rate: {lr} (must be a finite float >= 0)")
+        lr = check_rate("learning rate", group["lr"])
         check_sag(lr, group["batch_num"])
-        group["lr"] = float(lr)
+        group["lr"] = lr
         for flag in ("maximize", "multi_precision"):
             check_flag(flag, group[flag])
         group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
@@ -320,17 +318,31 @@ class SAG(Optimizer):
     # ------------------------------------------------------------------ state dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, keeping the fp32 ``master`` and ``d`` of multi-precision
-        parameters in fp32 (torch would cast every floating state tensor to the parameter's dtype)."""
-        groups = state_dict["param_groups"]
-        keep: dict[Any, dict[str, torch.Tensor]] = {}
-        state = {}
-        for key, value in state_dict["state"].items():
-            value = dict(value)
-            if "master" in value:
-                keep[key] = {k: value.pop(k) for k in ("master", "d") if k in value}
-            state[key] = value
-        super().load_state_dict({**state_dict, "state": state})
+        """torch's ``load_state_dict``, checked first, keeping the fp32 ``master`` and ``d`` of
+        multi-precision parameters in fp32 (torch would cast every floating state tensor to the
+        parameter's dtype).
+
+        The state dict (after the load pre-hooks) is checked against
+        :data:`asgd_bridge.state_format.SAG_FORMAT` and these parameters (``d`` of each parameter's
+        shape, ``y`` of ``[batch_num, *shape]``, ``m`` an int >= 0, hyperparameters as the constructor
+        checks them); a mismatch raises :class:`~asgd_bridge.state_format.StateDictError` naming the
+        parameter and the key, and nothing is loaded. The loaded groups are canonicalised as the
+        constructor's are, and ``m`` becomes a Python int.
+        """
+        with checked_torch_load(self, state_dict, SAG_FORMAT) as state_dict:
+            groups = state_dict["param_groups"]
+            keep: dict[Any, dict[str, torch.Tensor]] = {}
+            state = {}
+            for key, value in state_dict["state"].items():
+                value = dict(value)
+                if "m" in value:
+                    value["m"] = int(value["m"])
+                if "master" in value:
+                    keep[key] = {k: value.pop(k) for k in ("master", "d") if k in value}
+                state[key] = value
+            super().load_state_dict({**state_dict, "state": state})
+        for group in self.param_groups:
+            self._validate_group(group)
         ids = [i for g in groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         by_id = dict(zip(ids, params, strict=True))
