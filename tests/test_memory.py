@@ -393,6 +393,22 @@ def attempt(label, call):
         print(label, "SAGMemoryError", str(e).replace("\n", " "))
 
 attempt("construct", lambda: SAG([p], lr=0.1, batch_num=23))
+opt = SAG([p], lr=0.1, batch_num=4)
+opt.param_groups[0]["batch_num"] = 23
+attempt("step", opt.step)
+print("allocated", len(opt.state[p]))
+try:  # the same step unguarded: the kernel refuses it, which is what the guard pre-empts
+    SAG([p], lr=0.1, batch_num=23, check_memory=False).step()
+    print("unguarded ok")
+except Exception as e:
+    print("unguarded", type(e).__name__)
+# the suggested batch_num, taken at its word, trains under the limit
+try:
+    opt.step()
+except SAGMemoryError as e:
+    k = int(re.search(r"at most (\d+) ", str(e)).group(1))
+opt.param_groups[0]["batch_num"] = k
+attempt(f"suggested {k}", lambda: [opt.step() for _ in range(3)])
 """
 
 
@@ -411,6 +427,13 @@ def test_a_real_rlimit_as_refuses_sag_before_the_kernel_does() -> None:
     assert name == "RLIMIT_AS" and 1.3 < float(gib) <= 1.5
     assert out["construct"].startswith("SAGMemoryError SAG would need 3.0 GiB on cpu for batch_num=23")
     assert "(bound by RLIMIT_AS (limit " in out["construct"]
+    # an edited batch_num: refused at step() before the allocator sees it, nothing allocated
+    assert out["step"].startswith("SAGMemoryError step(): SAG would need 3.0 GiB on cpu for batch_num=23")
+    assert "bound by RLIMIT_AS" in out["step"] and out["allocated"] == "0"
+    assert out["unguarded"] == "RuntimeError"  # torch's "can't allocate memory": the limit is real
+    # the suggestion leaves 20 % of the ~1.4 GiB: (0.8 * 1.4 GiB - d) / 128 MiB = 7 or 8 stored gradients
+    k, result = out["suggested"].split()
+    assert 6 <= int(k) <= 8 and result == "ok"
 
 
 # --------------------------------------------------------------------------- every path that grows the state
@@ -549,3 +572,25 @@ def test_the_estimate_runs_only_when_state_is_about_to_be_allocated(
     for _ in range(3):
         step(ps)
     assert calls == [None, "step()", "add_param_group", "step()"]
+
+
+def test_paddle_a_group_added_after_the_first_step_is_estimated_before_any_group_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1 * MiB)
+    a, b = (paddle.create_parameter([128, 128], "float32") for _ in range(2))
+    opt = PaddleSAG(learning_rate=0.1, batch_num=2, parameters=[a])
+    ((a + b) * 1.0).sum().backward()
+    opt.step()
+    before = a.numpy()
+    opt.add_param_group({"params": [b]})
+    opt._param_groups[1]["batch_num"] = 50
+    with pytest.raises(
+        SAGMemoryError, match=r"step\(\): SAG would need 3.2 MiB .*batch_num=50 .* 1 parameter"
+    ):
+        opt.step()
+    assert np.array_equal(a.numpy(), before) and list(opt.state_dict()["state"]) == [0]
+    # minimize() reaches the update without step(): estimated there, before any update too
+    with pytest.raises(SAGMemoryError, match=r"step\(\): SAG would need 3.2 MiB .*batch_num=50"):
+        opt.minimize(((a + b) * 1.0).sum())
+    assert np.array_equal(a.numpy(), before) and list(opt.state_dict()["state"]) == [0]
