@@ -521,3 +521,60 @@ def test_torch_sag_answers_to_paddles_method_names() -> None:
     fresh = SAG([{"params": [a]}, {"params": [b]}], lr=0.1, batch_num=2)
     fresh.set_state_dict(opt.state_dict())
     assert fresh.state[a]["m"] == 1 and torch.equal(fresh.state[b]["d"], opt.state[b]["d"])
+
+
+@pytest.mark.parametrize("first", ["flat list", "groups"])
+def test_paddle_add_param_group_trains_as_paddle_asgd_built_with_both_groups(first: str) -> None:
+    """A group added after construction (issue 9: an opaque Paddle ValueError or a KeyError at step)
+    trains as the same group given to ``paddle.optimizer.ASGD`` from the start, with its own
+    learning-rate multiplier, regulariser and clip."""
+    rng = np.random.default_rng(12)
+    a0, b0 = rng.standard_normal(4), rng.standard_normal(3)
+    new_group = {"learning_rate": 0.5, "weight_decay": 0.01, "grad_clip": paddle.nn.ClipGradByNorm(0.3)}
+
+    def params() -> tuple[paddle.Tensor, paddle.Tensor]:
+        return _paddle_param(a0, "float32"), _paddle_param(b0, "float32")
+
+    a, b = params()
+    ours = PaddleSAG(
+        learning_rate=0.1, batch_num=3, parameters=[a] if first == "flat list" else [{"params": [a]}]
+    )
+    ours.add_param_group({"params": [b], **new_group})
+    pa, pb = params()
+    theirs = paddle.optimizer.ASGD(
+        learning_rate=0.1, batch_num=3, parameters=[{"params": [pa]}, {"params": [pb], **new_group}]
+    )
+    for _ in range(5):
+        ga, gb = (paddle.to_tensor(rng.standard_normal(s).astype("float32")) for s in (4, 3))
+        for opt, (x, y) in ((ours, (a, b)), (theirs, (pa, pb))):
+            ((x * ga).sum() + (y * gb).sum()).backward()
+            opt.step()
+            opt.clear_grad()
+    np.testing.assert_allclose(a.numpy(), pa.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(b.numpy(), pb.numpy(), rtol=1e-6, atol=1e-7)
+    assert b.grad is None or not b.grad.numpy().any()  # clear_grad reaches the new group
+    groups = ours.state_dict()["param_groups"]
+    assert [g["params"] for g in groups] == [[0], [1]] and groups[1]["lr"] == pytest.approx(0.05)
+    assert groups[1]["grad_clip"] == ("norm", pytest.approx(0.3))
+
+
+def test_paddle_add_param_group_validates_like_the_constructor() -> None:
+    a, b = paddle.create_parameter([3], "float32"), paddle.create_parameter([2], "float32")
+    opt = PaddleSAG(learning_rate=0.1, batch_num=2, parameters=[a])
+    bad = [
+        ({"params": [b], "lr": 0.1}, r"unknown param-group key\(s\) \['lr'\]"),
+        ({"params": [b], "batch_num": 0}, r"Invalid batch_num value: 0"),
+        ({"params": [b], "learning_rate": -1.0}, r"Invalid learning_rate value in a param group: -1.0"),
+        ({"params": [b], "weight_decay": "x"}, r"weight_decay"),
+        ({"params": [a]}, r"more than one parameter group"),
+        ({"params": [b, b]}, r"more than one parameter group"),
+        ({"params": []}, r"'params' is empty"),
+        ({"params": ["b"]}, r"only parameters"),
+        ({"batch_num": 2}, r"no 'params' key"),
+    ]
+    for group, message in bad:
+        with pytest.raises(ValueError, match=message):
+            opt.add_param_group(group)
+        with pytest.raises(ValueError, match=message):
+            opt._add_param_group(group)  # Paddle's own (private) name is the same method
+    assert len(opt._param_groups) == 1 and opt.state_dict()["param_groups"][0]["params"] == [0]

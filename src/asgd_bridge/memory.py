@@ -12,11 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "CGROUP_ROOT",
     "ENV_SKIP",
+    "PROC_ROOT",
+    "SUGGESTED_FRACTION",
+    "AvailableBytes",
     "SAGMemoryError",
     "StateTensor",
     "available_bytes",
     "check_sag_memory",
+    "cpu_memory_bounds",
     "format_bytes",
     "sag_state_bytes",
 ]
@@ -68,42 +73,227 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _meminfo_available() -> int | None:
+#: Where the kernel's files are read; tests point these at a fake tree written in the kernel's formats.
+PROC_ROOT = "/proc"
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+#: Fraction of the available memory the *suggested* ``batch_num`` may use (see :func:`check_sag_memory`).
+SUGGESTED_FRACTION = 0.8
+
+# cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages); any
+# limit from 2**60 bytes (1 EiB) on is taken as that.
+_V1_UNLIMITED = 2**60
+
+
+class AvailableBytes(int):
+    """A number of bytes that also says which limit set it (:attr:`bound`, e.g. ``"RLIMIT_AS ..."``).
+
+    It is an ``int``: compare and add it as one; :func:`check_sag_memory` names :attr:`bound` in its
+    error message.
+    """
+
+    bound: str
+
+    def __new__(cls, value: int, bound: str) -> AvailableBytes:
+        obj = super().__new__(cls, max(int(value), 0))
+        obj.bound = bound
+        return obj
+
+    def __repr__(self) -> str:
+        return f"AvailableBytes({int(self)}, {self.bound!r})"
+
+
+def _read(path: str) -> str | None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
         return None
 
 
-def available_bytes(device: str = "cpu") -> int | None:
-    """Free memory on ``device`` in bytes, or ``None`` when it cannot be told.
+def _fields(text: str | None, sep: str = ":") -> dict[str, str]:
+    """``"Key: value"`` lines (``/proc/meminfo``, ``/proc/self/status``) or ``"key value"`` lines
+    (``memory.stat``, with ``sep=" "``) as a dict of stripped strings."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        key, found, value = line.partition(sep)
+        if found:
+            out[key.strip()] = value.strip()
+    return out
 
-    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``. CUDA: the free bytes of
+
+def _kib(value: str | None) -> int | None:
+    """``"23910092 kB"`` -> bytes."""
+    try:
+        number, unit = (value or "").split()
+        return int(number) * 1024 if unit == "kB" else None
+    except ValueError:
+        return None
+
+
+def _meminfo_available(proc: str) -> AvailableBytes | None:
+    free = _kib(_fields(_read(os.path.join(proc, "meminfo"))).get("MemAvailable"))
+    if free is not None:
+        return AvailableBytes(free, "MemAvailable of /proc/meminfo")
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return AvailableBytes(pages, "free physical pages (sysconf SC_AVPHYS_PAGES)")
+
+
+def _rlimit_bounds(proc: str) -> list[AvailableBytes]:
+    """``RLIMIT_AS`` minus ``VmSize`` and ``RLIMIT_DATA`` minus ``VmData`` (soft limits, from
+    ``/proc/self/limits`` and ``/proc/self/status``): what ``mmap``/``malloc`` may still take before
+    the kernel refuses (a refusal surfaces as a bare ``MemoryError`` or an allocator abort)."""
+    limits = _read(os.path.join(proc, "self", "limits")) or ""
+    status = _fields(_read(os.path.join(proc, "self", "status")))
+    out = []
+    for row, name, used in (
+        ("Max address space", "RLIMIT_AS", "VmSize"),
+        ("Max data size", "RLIMIT_DATA", "VmData"),
+    ):
+        soft = next(
+            (line[len(row) :].split()[0] for line in limits.splitlines() if line.startswith(row)), None
+        )
+        size = _kib(status.get(used))
+        if soft is None or not soft.isdigit() or size is None:
+            continue  # "unlimited", or not Linux
+        limit = int(soft)
+        out.append(
+            AvailableBytes(limit - size, f"{name} (limit {format_bytes(limit)}, {used} {format_bytes(size)})")
+        )
+    return out
+
+
+def _own_cgroups(proc: str) -> tuple[str | None, str | None]:
+    """This process's cgroup v2 path and cgroup v1 ``memory`` path, from ``/proc/self/cgroup``."""
+    v2 = v1 = None
+    for line in (_read(os.path.join(proc, "self", "cgroup")) or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            v2 = path
+        elif "memory" in controllers.split(","):
+            v1 = path
+    return v2, v1
+
+
+def _cgroup_dirs(mount: str, path: str) -> list[tuple[str, str]]:
+    """``(directory, cgroup path)`` of the process's cgroup and of each ancestor up to ``mount``.
+
+    Inside a container without its own cgroup namespace, ``/proc/self/cgroup`` names the host's path
+    (``/docker/<id>``) while the mount shows the container's cgroup at its root: leading components
+    that do not exist under ``mount`` are dropped (what the JVM and Go's ``automaxprocs`` do).
+    """
+    parts = [c for c in path.split("/") if c]
+    while parts and not os.path.isdir(os.path.join(mount, *parts)):
+        parts.pop(0)
+    if not os.path.isdir(mount):
+        return []
+    return [(os.path.join(mount, *parts[:k]), "/" + "/".join(parts[:k])) for k in range(len(parts), -1, -1)]
+
+
+def _int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_bounds(proc: str, cgroup_root: str) -> list[AvailableBytes]:
+    """Limit minus usage of the process's memory cgroup and of every ancestor (v2 and v1).
+
+    The usage counts page cache, which the kernel reclaims before it kills at the limit, so the
+    inactive part of it (``inactive_file`` of ``memory.stat``, ``total_inactive_file`` in v1) is
+    not counted as used -- the same correction ``docker stats`` and ``MemAvailable`` make.
+    """
+    v2, v1 = _own_cgroups(proc)
+    out = []
+    if v2 is not None:
+        unified = (
+            cgroup_root
+            if os.path.exists(os.path.join(cgroup_root, "cgroup.controllers"))
+            else os.path.join(cgroup_root, "unified")
+        )
+        for directory, name in _cgroup_dirs(unified, v2):
+            limit = _int(_read(os.path.join(directory, "memory.max")))  # "max": no limit
+            used = _int(_read(os.path.join(directory, "memory.current")))
+            if limit is None or used is None:
+                continue
+            cache = (
+                _int(_fields(_read(os.path.join(directory, "memory.stat")), " ").get("inactive_file")) or 0
+            )
+            out.append(
+                AvailableBytes(
+                    limit - max(used - cache, 0),
+                    f"cgroup memory.max of {name} (limit {format_bytes(limit)}, "
+                    f"memory.current {format_bytes(used)})",
+                )
+            )
+    if v1 is not None:
+        for directory, name in _cgroup_dirs(os.path.join(cgroup_root, "memory"), v1):
+            limit = _int(_read(os.path.join(directory, "memory.limit_in_bytes")))
+            used = _int(_read(os.path.join(directory, "memory.usage_in_bytes")))
+            if limit is None or used is None or limit >= _V1_UNLIMITED:
+                continue
+            stat = _fields(_read(os.path.join(directory, "memory.stat")), " ")
+            cache = _int(stat.get("total_inactive_file", stat.get("inactive_file"))) or 0
+            out.append(
+                AvailableBytes(
+                    limit - max(used - cache, 0),
+                    f"cgroup memory.limit_in_bytes of {name} (limit {format_bytes(limit)}, "
+                    f"memory.usage_in_bytes {format_bytes(used)})",
+                )
+            )
+    return out
+
+
+def cpu_memory_bounds(*, proc: str | None = None, cgroup_root: str | None = None) -> list[AvailableBytes]:
+    """Every bound on the host memory this process may still allocate, each naming its source.
+
+    * ``MemAvailable`` of ``/proc/meminfo`` (else ``sysconf``): what the machine can give without
+      swapping;
+    * the memory cgroup (v2 ``memory.max - memory.current``, v1 ``memory.limit_in_bytes -
+      memory.usage_in_bytes``) of the process and of each ancestor -- containers, Slurm and
+      Kubernetes set these, and the OOM killer enforces them whatever ``MemAvailable`` says;
+    * ``RLIMIT_AS - VmSize`` and ``RLIMIT_DATA - VmData`` (``ulimit -v``, ``ulimit -d``).
+
+    Args:
+        proc: the ``/proc`` to read (default :data:`PROC_ROOT`).
+        cgroup_root: where the cgroup file systems are mounted (default :data:`CGROUP_ROOT`; v2 at
+            its top or under ``unified/``, v1's memory controller under ``memory/``).
+    """
+    proc = PROC_ROOT if proc is None else proc
+    cgroup_root = CGROUP_ROOT if cgroup_root is None else cgroup_root
+    host = _meminfo_available(proc)
+    return [*([host] if host is not None else []), *_cgroup_bounds(proc, cgroup_root), *_rlimit_bounds(proc)]
+
+
+def available_bytes(device: str = "cpu") -> AvailableBytes | None:
+    """Memory this process may still allocate on ``device`` in bytes, or ``None`` when it cannot be told.
+
+    CPU: the tightest of :func:`cpu_memory_bounds` (``MemAvailable``, the cgroup limits, the
+    resource limits); its :attr:`AvailableBytes.bound` names which. CUDA: the free bytes of
     ``torch.cuda.mem_get_info`` (``"cuda:i"``) or of Paddle's allocator view (``"gpu:i"``). A
     framework is only asked if it is already imported: the estimate never imports one.
     """
     kind, _, index = device.partition(":")
     idx = int(index) if index.isdigit() else 0
     if kind == "cpu":
-        return _meminfo_available()
+        return min(cpu_memory_bounds(), default=None)
     if kind == "cuda" and "torch" in sys.modules:
         torch = sys.modules["torch"]
         try:
-            return int(torch.cuda.mem_get_info(idx)[0])
+            return AvailableBytes(int(torch.cuda.mem_get_info(idx)[0]), "torch.cuda.mem_get_info")
         except Exception:  # no driver, or a device we cannot query: no estimate
             return None
     if kind == "gpu" and "paddle" in sys.modules:
         paddle = sys.modules["paddle"]
         try:
             props = paddle.device.cuda.get_device_properties(idx)
-            return int(props.total_memory) - int(paddle.device.cuda.memory_reserved(idx))
+            return AvailableBytes(
+                int(props.total_memory) - int(paddle.device.cuda.memory_reserved(idx)),
+                "total memory minus Paddle's reserved memory",
+            )
         except Exception:
             return None
     return None
@@ -129,6 +319,15 @@ def _describe_batch_nums(ns: list[int]) -> str:
     return f"batch_num={', '.join(map(str, distinct))} (per group)"
 
 
+def _largest_fitting(units: list[tuple[int, int]], budget: float) -> int:
+    """The largest ``k >= 1`` whose capped stored gradients fit in ``budget`` bytes, else 0."""
+    lo, hi = 0, max((n for n, _ in units), default=0) + 1  # lo == 0 or lo fits; hi does not fit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _capped_bytes(units, mid) <= budget else (lo, mid)
+    return lo
+
+
 def check_sag_memory(
     tensors: Iterable[StateTensor],
     batch_num: int,
@@ -136,6 +335,7 @@ def check_sag_memory(
     check: bool = True,
     available: Callable[[str], int | None] | None = None,
     committed: Iterable[StateTensor] = (),
+    action: str | None = None,
 ) -> dict[str, int]:
     r"""Estimate SAG's state per device and raise :class:`SAGMemoryError` when it does not fit.
 
@@ -143,25 +343,38 @@ def check_sag_memory(
     ``batch_num`` (its :attr:`StateTensor.batch_num`, else ``batch_num``), ``s_p`` the stored
     gradients' element size and ``e_p`` the bytes of ``d`` (and of the fp32 master weight), summed
     over *every* parameter of the optimizer at once -- all its groups, each with its own
-    ``batch_num`` -- so groups that fit one by one but not together are refused. It is compared with
-    :func:`available_bytes` (or ``available``), so it must fit in what is free *now*; nothing is
-    reserved.
+    ``batch_num`` -- so groups that fit one by one but not together are refused.
+
+    Refusal and suggestion use two thresholds. The estimate is refused when it exceeds
+    :func:`available_bytes` (or ``available``) -- what this process may still allocate *now*,
+    nothing reserved: such a state cannot be allocated. The suggested ``batch_num`` is the largest
+    whose state takes at most :data:`SUGGESTED_FRACTION` (80 %) of it, so that the suggestion does not
+    trade one out-of-memory error for the next: the step still allocates around the state (the
+    gradients themselves, fp32 temporaries of clipping and ``multi_precision``, the next forward
+    pass's activations, allocator rounding). The 20 % kept free is at least one more gradient-sized
+    buffer per parameter whenever the state holds four gradients or more (``(n + 1) |p| s <= 0.8 F``
+    gives ``0.2 F >= |p| s`` for ``n >= 3``), and costs a setting that just fits at most a fifth of
+    its ``batch_num``. A setting between 80 % and 100 % is accepted: the caller may know the rest of
+    the program needs little.
 
     Args:
         tensors: the parameters that will get state (all groups at construction, the new group in
-            ``add_param_group``).
+            ``add_param_group``, the parameters about to allocate their state at ``step()``).
         batch_num: stored gradients per parameter, for tensors that do not carry their own.
         check: ``False`` skips the comparison (so does the environment variable :data:`ENV_SKIP`).
-        available: free bytes of a device; :func:`available_bytes` by default.
+        available: free bytes of a device; :func:`available_bytes` by default. An
+            :class:`AvailableBytes` names its limit in the message.
         committed: parameters already in the optimizer whose state is not allocated yet (they will
             take memory too, so they count; state already allocated is out of the free memory).
+        action: what is about to allocate (``"step()"``, ``"add_param_group"``), named first in the
+            message.
 
     Returns:
         The estimated bytes per device (``tensors`` and ``committed`` together).
 
     Raises:
-        SAGMemoryError: naming the total, the available memory, the largest parameters (up to 3)
-            and the largest ``batch_num`` that would fit.
+        SAGMemoryError: naming the total, the available memory and the limit that bounds it, the
+            largest parameters (up to 3) and the largest ``batch_num`` that leaves the headroom.
     """
     available = available_bytes if available is None else available
     new = list(tensors)
@@ -190,17 +403,19 @@ def check_sag_memory(
 
         # the new parameters' batch_num lowered to at most k (the committed ones as they are)
         units = [(new_n[id(t)], t.numel * t.state_itemsize) for t in ts]
-        budget = free - base
-        lo, hi = 0, max((n for n, _ in units), default=0)  # lo == 0 or lo fits; hi does not fit
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if _capped_bytes(units, mid) <= budget else (lo, mid)
-        best = lo if lo >= 1 and _capped_bytes(units, lo) <= budget else 0
-        hint = (
-            f"lower batch_num to at most {best}"
-            if best >= 1
-            else "even batch_num=1 does not fit: free memory or optimise fewer parameters"
-        )
+        best = _largest_fitting(units, SUGGESTED_FRACTION * free - base)
+        tight = _largest_fitting(units, free - base)
+        kept = f"{1 - SUGGESTED_FRACTION:.0%}"
+        if best >= 1:
+            hint = f"lower batch_num to at most {best} (which keeps {kept} of the available memory free)"
+        elif tight >= 1:
+            hint = (
+                f"even batch_num=1 leaves less than {kept} of the available memory free (batch_num={tight} "
+                "would just fit, with nothing left for the rest of the step): free memory or optimise "
+                "fewer parameters"
+            )
+        else:
+            hint = "even batch_num=1 does not fit: free memory or optimise fewer parameters"
         ns = [n for _, n in everyone]
         pending = (
             f" (including {format_bytes(sum(sag_state_bytes(t, old_n[id(t)]) for t in cs))} for "
@@ -208,13 +423,14 @@ def check_sag_memory(
             if cs
             else ""
         )
+        bound = getattr(free, "bound", None)
         names = ", ".join(
             f"{t.name} {list(t.shape)} ({format_bytes(sag_state_bytes(t, n))})" for t, n in largest
         )
         raise SAGMemoryError(
-            f"SAG would need {format_bytes(needed[dev])} on {dev} for {_describe_batch_nums(ns)} stored "
-            f"gradients of {len(everyone)} parameter(s){pending}, but only {format_bytes(free)} is "
-            f"available. Largest: {names}. To fix: {hint}; or pass check_memory=False (or set "
-            f"{ENV_SKIP}=1) to skip this check."
+            f"{action + ': ' if action else ''}SAG would need {format_bytes(needed[dev])} on {dev} for "
+            f"{_describe_batch_nums(ns)} stored gradients of {len(everyone)} parameter(s){pending}, but "
+            f"only {format_bytes(free)} is available{f' (bound by {bound})' if bound else ''}. Largest: "
+            f"{names}. To fix: {hint}; or pass check_memory=False (or set {ENV_SKIP}=1) to skip this check."
         )
     return needed

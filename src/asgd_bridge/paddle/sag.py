@@ -6,7 +6,7 @@ The math is :func:`asgd_bridge.reference.sag_step`; the state dict mirrors ``asg
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import paddle
@@ -116,7 +116,6 @@ def _clip(clip: ClipGradBase, pairs: list) -> list:
 _GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "batch_num"}
 
 
-
 def _device_name(p: paddle.Tensor) -> str:
     place = p.place
     if place.is_gpu_place():
@@ -145,9 +144,15 @@ class SAG(Optimizer):
       names, can load it; Paddle's ASGD keys by generated names and fails;
     * float16/bfloat16 parameters work on CPU (computed in fp32; Paddle has no CPU kernel for them).
 
-    Memory: ``batch_num`` gradients per parameter; the constructor estimates it for all groups
-    together (:func:`asgd_bridge.memory.check_sag_memory`) and raises ``SAGMemoryError`` if it does
-    not fit.
+    Memory: ``batch_num`` gradients per parameter. Every path that grows the state estimates it
+    first (:func:`asgd_bridge.memory.check_sag_memory`) against the memory this process may still
+    use (:func:`asgd_bridge.memory.available_bytes`: free memory, cgroup limits, ``RLIMIT_AS``) and
+    raises ``SAGMemoryError`` if it does not fit: the constructor, for all groups together;
+    :meth:`add_param_group`, for the new group plus the state still to be allocated (a refused
+    group is not added); and the step, before it allocates the state of a parameter that has none
+    (with the state every other stateless parameter will allocate, so a first step is estimated
+    whole before any parameter is updated). Once every parameter has its state, a step checks
+    nothing.
 
     Args:
         learning_rate: float or ``LRScheduler`` (default 0.001).
@@ -228,6 +233,8 @@ class SAG(Optimizer):
         )
         self.type = "sag"
         self._batch_num = batch_num
+        self._check_memory = check_memory
+        self._stepping = False
         self._multi_precision = bool(multi_precision)
         self._maximize = bool(maximize)
         self._sag_state: dict[int, dict[str, Any]] = {}
@@ -239,23 +246,10 @@ class SAG(Optimizer):
         for g in groups:
             if "batch_num" in g:
                 check_sag(learning_rate, g["batch_num"])
-        tensors = []
-        for p in self._flat:
-            master = self._multi_precision and p.dtype in _HALF
-            size = p.element_size()
-            extra = p.size * (8 if master else size)
-            tensors.append(
-                StateTensor(p.name, tuple(p.shape), p.size, size, extra, _device_name(p), self._n_of(p))
-            )
-            if p.dtype in _HALF and not self._multi_precision:
-                warnings.warn(
-                    "SAG stores float16/bfloat16 accumulators in their own precision; consider "
-                    "multi_precision=True.",
-                    stacklevel=2,
-                )
+        self._warn_half(self._flat, stacklevel=3)
         # one estimate over every group, each with its own batch_num: groups that fit one by one
         # but not together are refused
-        check_sag_memory(tensors, batch_num, check=check_memory)
+        check_sag_memory([self._state_tensor(p) for p in self._flat], batch_num, check=check_memory)
 
     # ------------------------------------------------------------------ helpers
 
@@ -290,8 +284,103 @@ class SAG(Optimizer):
             group["grad_clip"] = clip_from_spec(group["grad_clip"])
         return group
 
+    def _warn_half(self, params: list[paddle.Tensor], stacklevel: int) -> None:
+        if not self._multi_precision and any(p.dtype in _HALF for p in params):
+            warnings.warn(
+                "SAG stores float16/bfloat16 accumulators in their own precision; consider "
+                "multi_precision=True.",
+                stacklevel=stacklevel,
+            )
+
     def _n_of(self, p: paddle.Tensor) -> int:
         return int(self._group_of[id(p)].get("batch_num", self._batch_num))
+
+    def _state_tensor(self, p: paddle.Tensor, batch_num: int | None = None) -> StateTensor:
+        """``p`` as the memory estimate sees it (with its group's ``batch_num`` unless given)."""
+        master = self._multi_precision and p.dtype in _HALF
+        size = p.element_size()
+        extra = p.size * (8 if master else size)
+        n = self._n_of(p) if batch_num is None else batch_num
+        return StateTensor(p.name, tuple(p.shape), p.size, size, extra, _device_name(p), n)
+
+    def _unallocated(self, skip: Collection[int] = ()) -> list[StateTensor]:
+        """The parameters without state (but those whose ``id`` is in ``skip``), for the estimate."""
+        return [
+            self._state_tensor(p)
+            for i, p in enumerate(self._flat)
+            if i not in self._sag_state and id(p) not in skip
+        ]
+
+    def _check_allocation(self, fresh: list[paddle.Tensor]) -> None:
+        """Estimate the state ``fresh`` parameters are about to allocate in a step, with the state the
+        other stateless parameters will allocate later: a ``batch_num`` changed since the
+        constructor's estimate is estimated before anything is allocated."""
+        ids = {id(p) for p in fresh}
+        check_sag_memory(
+            [self._state_tensor(p) for p in fresh],
+            self._batch_num,
+            check=self._check_memory,
+            committed=self._unallocated(ids),
+            action="step()",
+        )
+
+    # ------------------------------------------------------------------ groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group after construction (torch's name; Paddle's optimizers only have the
+        private ``_add_param_group``, which this class routes here).
+
+        The group is validated as the constructor validates one (keys, ``learning_rate``
+        multiplier, ``weight_decay``, ``grad_clip``, ``batch_num``, parameters in no other group)
+        and its state is estimated with the state the other parameters have yet to allocate
+        (:func:`asgd_bridge.memory.check_sag_memory`); a refused group is not added. Its parameters
+        get their state at their first step, like the constructor's, and are saved after them in
+        :meth:`state_dict` (by position).
+        """
+        if not isinstance(param_group, dict):
+            raise ValueError(f"Invalid param_group: a {type(param_group).__name__} (expected a dict)")
+        group = self._convert_group(dict(param_group))
+        params = group["params"]
+        if isinstance(params, set):
+            raise ValueError("Invalid param_group: 'params' is a set (use a list: the order matters)")
+        params = [params] if isinstance(params, paddle.Tensor) else list(params)
+        if not params:
+            raise ValueError("Invalid param_group: 'params' is empty (nothing to optimize)")
+        if not all(isinstance(p, paddle.Tensor) for p in params):
+            raise ValueError("Invalid param_group: 'params' must hold only parameters (paddle.Tensor)")
+        known = {id(p) for p in self._flat}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in known for p in params):
+            raise ValueError("Invalid param_group: some parameters appear in more than one parameter group")
+        n = group.get("batch_num", self._batch_num)
+        check_sag(self._learning_rate, n)
+        self._warn_half(params, stacklevel=3)
+        check_sag_memory(
+            [self._state_tensor(p, int(n)) for p in params],
+            self._batch_num,
+            check=self._check_memory,
+            committed=self._unallocated(),
+            action="add_param_group",
+        )
+        group["params"] = params
+        if not isinstance(self._param_groups[0], dict):
+            # the constructor got a flat list: it becomes the first group (its parameters keep their
+            # own regularisers and learning-rate multipliers, as before); Paddle's step and
+            # GradScaler then walk the groups, clear_grad the flat list of every parameter
+            self._param_groups = [{"params": list(self._flat)}]
+            self._parameter_list = list(self._flat)
+        if not isinstance(self._parameter_list[0], dict):
+            self._parameter_list.extend(params)
+        super()._add_param_group(group)
+        for p in params:
+            self._position[id(p)] = len(self._flat)
+            self._flat.append(p)
+            self._group_of[id(p)] = group
+
+    def _add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not hasattr(self, "_flat"):  # Paddle's constructor: validated and estimated by __init__
+            super()._add_param_group(param_group)
+        else:
+            self.add_param_group(param_group)
 
     def _state_of(self, p: paddle.Tensor) -> dict[str, Any]:
         i = self._position[id(p)]
@@ -337,6 +426,23 @@ class SAG(Optimizer):
 
     # ------------------------------------------------------------------ step
 
+    def step(self) -> None:
+        """Paddle's ``step``; state about to be allocated (a first step, a new group, an edited
+        ``batch_num``) is estimated for every group before any parameter is updated."""
+        if len(self._sag_state) < len(self._flat):  # some state is missing (O(1) once all exists)
+            fresh = [
+                p
+                for i, p in enumerate(self._flat)
+                if i not in self._sag_state and not p.stop_gradient and p.grad is not None
+            ]
+            if fresh:  # counts every stateless parameter: nothing else is estimated in this step
+                self._check_allocation(fresh)
+        self._stepping = True
+        try:
+            super().step()
+        finally:
+            self._stepping = False
+
     def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):  # noqa: ANN001
         # Called by Optimizer.step() and minimize() with the gradients of one group.
         if not paddle.in_dynamic_mode():
@@ -349,6 +455,10 @@ class SAG(Optimizer):
         pairs = [(p, g) for p, g in pairs if g is not None]
         if not pairs or skip_for_found_inf(self):
             return None
+        if not self._stepping and len(self._sag_state) < len(self._flat):  # minimize(): estimate here
+            fresh = [p for p, _ in pairs if self._position[id(p)] not in self._sag_state]
+            if fresh:
+                self._check_allocation(fresh)
         # float16/bfloat16 gradients are clipped and regularised in fp32, where the update is computed
         # (and where Paddle's CPU kernels exist).
         pairs = [(p, g.astype(paddle.float32) if g.dtype in _HALF else g) for p, g in pairs]

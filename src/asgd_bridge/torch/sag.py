@@ -54,12 +54,15 @@ class SAG(Optimizer):
     exactly as :func:`asgd_bridge.reference.sag_step` and Paddle (clipping first, then the
     regulariser's term, as ``paddle.optimizer.Optimizer`` does). With ``batch_num=1`` it is SGD.
 
-    Memory: ``batch_num`` gradients are stored per parameter. Before the state exists the
-    optimizer estimates it (:func:`asgd_bridge.memory.check_sag_memory`) -- for all groups together
-    at construction, each with its own ``batch_num``; in :meth:`add_param_group`, for the new group
-    plus the state the other parameters have yet to allocate -- and raises
-    :class:`asgd_bridge.memory.SAGMemoryError` if it does not fit in the memory available now (a
-    refused group is not added).
+    Memory: ``batch_num`` gradients are stored per parameter. Every path that grows the state
+    estimates it first (:func:`asgd_bridge.memory.check_sag_memory`) against the memory this process
+    may still use (:func:`asgd_bridge.memory.available_bytes`: free memory, cgroup limits,
+    ``RLIMIT_AS``) and raises :class:`asgd_bridge.memory.SAGMemoryError` if it does not fit: the
+    constructor, for all groups together, each with its own ``batch_num``; :meth:`add_param_group`,
+    for the new group plus the state the other parameters have yet to allocate (a refused group is
+    not added); and :meth:`step`, before it allocates the state of a parameter that has none -- so
+    a ``batch_num`` edited in ``param_groups`` or loaded with a state dict is estimated too, before
+    any parameter is updated. Once every stepped parameter has its state, a step checks nothing.
 
     Args:
         params: parameters or parameter groups (groups may set every hyperparameter below but
@@ -141,15 +144,14 @@ class SAG(Optimizer):
             tensors = self._state_tensors(index)
             if getattr(self, "_constructing", False):
                 return  # __init__ estimates all groups at once
-            committed = [
-                t
-                for i in range(index)
-                for t, p in zip(
-                    self._state_tensors(i, warn=False), self.param_groups[i]["params"], strict=True
-                )
-                if not self.state.get(p)
-            ]
-            check_sag_memory(tensors, group["batch_num"], check=self._check_memory, committed=committed)
+            committed = [t for t, _ in self._unallocated(range(index))]
+            check_sag_memory(
+                tensors,
+                group["batch_num"],
+                check=self._check_memory,
+                committed=committed,
+                action="add_param_group",
+            )
         except Exception:
             self.param_groups.pop()  # a refused group is not added
             raise
@@ -182,22 +184,46 @@ class SAG(Optimizer):
                 )
         return tensors
 
+    def _unallocated(self, indices: Iterable[int]) -> list[tuple[StateTensor, torch.Tensor]]:
+        """The parameters of groups ``indices`` that have no state yet, as the estimate sees them."""
+        return [
+            (t, p)
+            for i in indices
+            for t, p in zip(self._state_tensors(i, warn=False), self.param_groups[i]["params"], strict=True)
+            if not self.state.get(p)
+        ]
+
+    def _check_allocation(self, fresh: list[torch.Tensor]) -> None:
+        """Estimate the state ``fresh`` parameters are about to allocate at ``step()``, with the state
+        the optimizer's other stateless parameters will allocate later, before anything is allocated.
+
+        It covers a ``batch_num`` that changed after the constructor's estimate (edited in
+        ``param_groups`` or loaded by :meth:`load_state_dict`); state already allocated is out of the
+        free memory and does not count.
+        """
+        ids = {id(p) for p in fresh}
+        new, committed = [], []
+        for t, p in self._unallocated(range(len(self.param_groups))):
+            (new if id(p) in ids else committed).append(t)
+        check_sag_memory(
+            new,
+            int(self.defaults["batch_num"]),
+            check=self._check_memory,
+            committed=committed,
+            action="step()",
+        )
+
     def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """Allocate ``p``'s state: ``d``, ``y`` of ``[batch_num, *p.shape]``, ``m = 0`` (and ``master``)."""
         state = self.state[p]
-        if len(state) == 0:
-            n = group["batch_num"]
-            master = group["multi_precision"] and p.dtype in _HALF
-            acc = torch.float32 if master else p.dtype
-            state["d"] = torch.zeros(p.shape, dtype=acc, device=p.device)
-            state["y"] = torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device)
-            state["m"] = 0
-            if master:
-                state["master"] = p.detach().to(torch.float32, copy=True)
-        elif state["y"].shape[0] != group["batch_num"]:
-            raise ValueError(
-                f"SAG state holds {state['y'].shape[0]} stored gradients but the group's batch_num is "
-                f"{group['batch_num']}; batch_num cannot change once training has started"
-            )
+        n = group["batch_num"]
+        master = group["multi_precision"] and p.dtype in _HALF
+        acc = torch.float32 if master else p.dtype
+        state["d"] = torch.zeros(p.shape, dtype=acc, device=p.device)
+        state["y"] = torch.zeros((n, *p.shape), dtype=p.dtype, device=p.device)
+        state["m"] = 0
+        if master:
+            state["master"] = p.detach().to(torch.float32, copy=True)
         return state
 
     # ------------------------------------------------------------------ step
@@ -209,8 +235,21 @@ class SAG(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        work = [(group, *self._with_grad(group)) for group in self.param_groups]
+        # state to allocate (a first step, a new group, a loaded state dict without state): estimate
+        # it for every group before any parameter is updated; never once every state exists
+        fresh = [
+            p
+            for _, params, _, states in work
+            if not all(states)  # (C speed; the loop below runs only where some state is missing)
+            for p, st in zip(params, states, strict=True)
+            if not st
+        ]
+        if fresh:
+            self._check_allocation(fresh)
+        for group, params, grads, states in work:
+            if params:
+                self._step_group(group, params, grads, states)
         return loss
 
     def _clip_scales(self, grads: list[torch.Tensor], clip: tuple | None) -> list | None:
@@ -236,7 +275,10 @@ class SAG(Optimizer):
             out.append(cache[key])
         return out
 
-    def _step_group(self, group: dict[str, Any]) -> None:
+    def _with_grad(self, group: dict[str, Any]) -> tuple[list, list, list]:
+        """The group's parameters that have a gradient, their gradients and their state (``None``
+        where it is not allocated yet); a state whose ``y`` does not hold the group's ``batch_num``
+        gradients is refused here, before any group is updated."""
         params, grads = [], []
         for p in group["params"]:
             if p.grad is None:
@@ -245,13 +287,22 @@ class SAG(Optimizer):
                 raise RuntimeError("SAG does not support sparse gradients")
             params.append(p)
             grads.append(p.grad)
-        if not params:
-            return
+        states = [self.state.get(p) for p in params]
+        n = group["batch_num"]
+        for st in states:
+            if st and st["y"].shape[0] != n:
+                raise ValueError(
+                    f"SAG state holds {st['y'].shape[0]} stored gradients but the group's batch_num is "
+                    f"{n}; batch_num cannot change once training has started"
+                )
+        return params, grads, states
+
+    def _step_group(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
         n, lr, clip = group["batch_num"], group["lr"], group["grad_clip"]
         wd = group["weight_decay"]
         l1, coeff = (True, wd[1]) if isinstance(wd, tuple) else (False, wd)
         scales = self._clip_scales(grads, clip)
-        states = [self._init_state(p, group) for p in params]
+        states = [st or self._init_state(p, group) for p, st in zip(params, states, strict=True)]
 
         fast, mixed = [], []
         for j, st in enumerate(states):
