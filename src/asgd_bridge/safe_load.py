@@ -44,6 +44,7 @@ __all__ = [
     "TORCH_SUFFIXES",
     "Framework",
     "UnsafeFileError",
+    "UnsafeLoadWarning",
     "detect_framework",
     "framework_of",
     "load",
@@ -58,9 +59,14 @@ PADDLE_SUFFIXES = (".pdopt", ".pdparams")
 
 #: ``torch.save(..., _use_new_zipfile_serialization=False)`` writes this int as its first pickle.
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_TORCH_LEGACY_HEADER = pickle.dumps(_TORCH_LEGACY_MAGIC, protocol=2)
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = b"\x80"
 _NAME_TABLE = "StructuredToParameterName@@"
+
+
+class UnsafeLoadWarning(UserWarning):
+    """A file is being loaded with ``unsafe=True``: it can run any code it contains."""
 
 
 class UnsafeFileError(pickle.UnpicklingError):
@@ -270,7 +276,8 @@ def framework_of(path: str | os.PathLike[str]) -> Framework | None:
 
 def detect_framework(path: str | os.PathLike[str]) -> Framework:
     """The framework of a file: from its suffix, else from its content (a zip archive is torch's format,
-    a pickle whose first object is torch's legacy magic number is torch's old format, other pickles Paddle's).
+    a pickle of torch's legacy magic number is torch's old format, other pickles are Paddle's). Nothing is
+    unpickled to tell.
 
     Raises:
         pickle.UnpicklingError: neither (not a zip archive, not a pickle).
@@ -279,16 +286,11 @@ def detect_framework(path: str | os.PathLike[str]) -> Framework:
     if named is not None:
         return named
     with open(path, "rb") as fh:
-        head = fh.read(4)
-        if head == _ZIP_MAGIC:
-            return "torch"
-        if head[:1] == _PICKLE_PROTO:
-            fh.seek(0)
-            try:
-                first = _RestrictedUnpickler(fh, path).load()
-            except pickle.UnpicklingError:
-                return "paddle"  # the Paddle loader reports what is wrong with it
-            return "torch" if first == _TORCH_LEGACY_MAGIC and type(first) is int else "paddle"
+        head = fh.read(len(_TORCH_LEGACY_HEADER))
+    if head.startswith(_ZIP_MAGIC) or head == _TORCH_LEGACY_HEADER:
+        return "torch"
+    if head.startswith(_PICKLE_PROTO):
+        return "paddle"
     raise pickle.UnpicklingError(
         f"{os.fspath(path)}: neither a torch file (zip archive) nor a Paddle file (pickle): "
         f"it starts with {head!r}"
@@ -328,6 +330,6 @@ def _warn_unsafe(path: str | os.PathLike[str]) -> None:
     warnings.warn(
         f"{os.fspath(path)}: loading with unsafe=True (--unsafe-load): the file can run any code it "
         "contains; do this only for files you trust",
-        UserWarning,
+        UnsafeLoadWarning,
         stacklevel=3,
     )
