@@ -89,15 +89,17 @@ def register(subparsers: Any) -> None:
 
 def _load(path: Path, unsafe: bool) -> Any:
     """``safe_load.load``; its ``--unsafe-load`` warning goes to stderr in this command's style."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", safe_load.UnsafeLoadWarning)
-        obj = safe_load.load(path, unsafe=unsafe)
-    for w in caught:
-        if issubclass(w.category, safe_load.UnsafeLoadWarning):
-            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return obj
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", safe_load.UnsafeLoadWarning)
+            return safe_load.load(path, unsafe=unsafe)
+    finally:  # also when the load fails: the user is told what ran
+        for w in caught:
+            if issubclass(w.category, safe_load.UnsafeLoadWarning):
+                print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _same_file(a: Path, b: Path) -> bool:
