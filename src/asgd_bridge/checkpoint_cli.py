@@ -1,21 +1,25 @@
 """``asgd-bridge checkpoint convert IN OUT``: an optimizer checkpoint from torch to Paddle or back.
 
-Reads with ``torch.load`` / ``paddle.load``, converts with :mod:`asgd_bridge.checkpoint`, writes atomically.
+Reads every file through :mod:`asgd_bridge.safe_load` (no file runs code unless ``--unsafe-load``), converts
+with :mod:`asgd_bridge.checkpoint`, writes atomically, and never overwrites its input unless ``--in-place``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from asgd_bridge import safe_load
 from asgd_bridge._atomic import atomic_path
+from asgd_bridge.safe_load import PADDLE_SUFFIXES, TORCH_SUFFIXES
 
-TORCH_SUFFIXES = (".pt", ".pth")
-PADDLE_SUFFIXES = (".pdopt", ".pdparams")
+PROG = "asgd-bridge checkpoint convert"
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +35,9 @@ def register(subparsers: Any) -> None:
             "Convert an optimizer state dict: torch.optim.ASGD / asgd_bridge.torch.ASGD <-> "
             "asgd_bridge.paddle.ASGD, asgd_bridge.torch.SAG <-> asgd_bridge.paddle.SAG. The direction "
             f"comes from the file names ({'/'.join(TORCH_SUFFIXES)} torch, {'/'.join(PADDLE_SUFFIXES)} "
-            "Paddle) or --to. The output is written atomically."
+            "Paddle) or --to, else from the input's content. Files are loaded without running code "
+            "they contain (see --unsafe-load). The output is written atomically, and never over the "
+            "input unless --in-place."
         ),
     )
     conv.add_argument("input", type=Path, help="the optimizer checkpoint to read")
@@ -65,26 +71,45 @@ def register(subparsers: Any) -> None:
         help="towards torch: drop (with a warning) what torch.optim.ASGD cannot express -- an L1Decay "
         "regulariser or a grad_clip of asgd_bridge.paddle.ASGD -- instead of refusing",
     )
+    conv.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load every input file with the frameworks' full loaders (paddle.load, torch.load with "
+        "weights_only=False). WARNING: a checkpoint is a pickle and can run any code as you; use this only "
+        "for files you made or trust",
+    )
+    conv.add_argument(
+        "--in-place",
+        action="store_true",
+        help="allow OUT to be IN itself (the same file, a symlink or a hard link to it): IN is replaced "
+        "atomically by the converted checkpoint",
+    )
     conv.set_defaults(func=run_convert)
 
 
-def _framework_of(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    if suffix in PADDLE_SUFFIXES:
-        return "paddle"
-    return None
+def _load(path: Path, unsafe: bool) -> Any:
+    """``safe_load.load``; its ``--unsafe-load`` warning goes to stderr in this command's style."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", safe_load.UnsafeLoadWarning)
+            return safe_load.load(path, unsafe=unsafe)
+    finally:  # also when the load fails: the user is told what ran
+        for w in caught:
+            if issubclass(w.category, safe_load.UnsafeLoadWarning):
+                print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _load(path: Path, framework: str) -> Any:
-    if framework == "torch":
-        import torch
-
-        return torch.load(path, map_location="cpu", weights_only=True)
-    import paddle
-
-    return paddle.load(str(path))
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (equal resolved paths, or a symlink or hard link to it)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _save_atomically(obj: Any, path: Path, framework: str) -> None:
@@ -104,31 +129,41 @@ def run_convert(args: argparse.Namespace) -> int:
     from asgd_bridge.checkpoint import CheckpointError, convert_state_dict
 
     def fail(message: str) -> int:
-        print(f"asgd-bridge checkpoint convert: error: {message}", file=sys.stderr)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
 
-    source = _framework_of(args.input)
-    to = args.to or _framework_of(args.output)
+    unsafe = bool(getattr(args, "unsafe_load", False))
+    to = args.to or safe_load.framework_of(args.output)
     if to is None:
         return fail(
             f"cannot tell the target framework from {args.output.name!r}: use a suffix "
             f"{TORCH_SUFFIXES + PADDLE_SUFFIXES} or --to torch|paddle"
         )
-    if source is None:
-        source = "paddle" if to == "torch" else "torch"
-    if source == to:
-        return fail(f"{args.input.name} is already a {to} checkpoint (pass --to for the other framework)")
     if not args.input.is_file():
         return fail(f"input file {str(args.input)!r} does not exist")
+    output = args.output
+    if _same_file(args.input, output):
+        if not getattr(args, "in_place", False):
+            return fail(
+                f"output {str(output)!r} is the input file {str(args.input)!r}: converting would replace "
+                "it; pass --in-place to do that, or choose another output path"
+            )
+        output = Path(os.path.realpath(output))  # replace the input itself, not a link to it
+    for flag in ("source_model", "target_model"):
+        model = getattr(args, flag, None)
+        if model is not None and _same_file(model, output):
+            return fail(f"output {str(output)!r} is the --{flag.replace('_', '-')} file")
     target = None
     try:
+        source = safe_load.detect_framework(args.input)
+        if source == to:
+            return fail(f"{args.input.name} is already a {to} checkpoint (pass --to for the other framework)")
         if args.shapes and args.target_model:
             return fail("give --shapes or --target-model, not both")
         if args.shapes:
             target = [tuple(s) for s in json.loads(args.shapes)]
         elif args.target_model:
-            model_fw = _framework_of(args.target_model) or to
-            target = _load(args.target_model, model_fw)
+            target = _load(args.target_model, unsafe)
         transpose = {int(i) for i in args.transpose.split(",") if i.strip()}
         name_map = source_model = None
         if args.name_map:
@@ -139,8 +174,8 @@ def run_convert(args: argparse.Namespace) -> int:
             if not isinstance(name_map, dict):
                 return fail("--name-map must be a JSON object {source name: target name}")
         if args.source_model:
-            source_model = _load(args.source_model, _framework_of(args.source_model) or source)
-        state = _load(args.input, source)
+            source_model = _load(args.source_model, unsafe)
+        state = _load(args.input, unsafe)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             converted = convert_state_dict(
@@ -153,11 +188,18 @@ def run_convert(args: argparse.Namespace) -> int:
                 drop_unsupported=bool(getattr(args, "drop_unsupported", False)),
             )
         for w in caught:
-            print(f"asgd-bridge checkpoint convert: warning: {w.message}", file=sys.stderr)
-        _save_atomically(converted, args.output, to)
-    except (CheckpointError, ValueError, TypeError, OSError, json.JSONDecodeError) as err:
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        _save_atomically(converted, output, to)
+    except (
+        CheckpointError,
+        ValueError,
+        TypeError,
+        OSError,
+        json.JSONDecodeError,
+        pickle.UnpicklingError,
+    ) as err:
         return fail(str(err))
     except Exception as err:  # unreadable files: say which, without a traceback
         return fail(f"{type(err).__name__}: {err}")
-    print(f"wrote {args.output} ({source} -> {to})")
+    print(f"wrote {output} ({source} -> {to})")  # only now: atomic_path returned, the file is in place
     return 0

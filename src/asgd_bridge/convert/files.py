@@ -71,17 +71,11 @@ def atomic_write(path: Path, data: bytes, like: Path | None = None) -> None:
     A reader sees the old file or the new one, never half of it. The mode is the existing file's, else
     ``like``'s (the source of a copy), else the umask default.
     """
-    mode_of = path if path.exists() else like
-    if mode_of is not None and mode_of.exists():
-        mode = stat.S_IMODE(mode_of.stat().st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
+    mode = None  # atomic_path: the existing file's mode, else the umask default
+    if not path.exists() and like is not None and like.exists():
+        mode = stat.S_IMODE(like.stat().st_mode)
     with atomic_path(path, mode) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def unified_diff(old: str, new: str, path: str) -> str:

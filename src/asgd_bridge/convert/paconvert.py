@@ -45,7 +45,11 @@ def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConve
     """Run PaConvert on ``source`` (a file or tree) and write its ``*.py`` results into ``output`` atomically.
 
     PaConvert runs in a child process on a staging copy, so its console banner and any crash stay out of
-    this process and a failure leaves ``output`` as it was.
+    this process and a failure leaves ``output`` as it was. The child is isolated from the code it converts:
+    ``python -I`` (no current directory or script directory on ``sys.path``, no ``PYTHON*`` variables, no
+    user site) started in a fresh empty directory, so a ``json.py``, ``ast.py`` or ``paconvert/`` in the
+    repository being converted (or in the current directory) is never imported; PaConvert itself comes from
+    this interpreter's environment.
 
     Raises:
         PaConvertError: PaConvert is not installed or exited with an error.
@@ -61,18 +65,21 @@ def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConve
         else:
             staged = staged.with_suffix(".py")
         log = Path(tmp) / "paconvert.log"
+        neutral = Path(tmp) / "cwd"
+        neutral.mkdir()
         cmd = [
             sys.executable,
+            "-I",
             "-c",
             "import sys; from paconvert.main import main; sys.exit(main())",
             "--in_dir",
-            str(source),
+            str(source.resolve()),
             "--out_dir",
             str(staged),
             "--log_dir",
             str(log),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=neutral)
         text = log.read_text(errors="replace") if log.exists() else proc.stdout
         if proc.returncode != 0 or not staged.exists():
             tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
