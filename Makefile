@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-convergence clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# averaged SGD, SAG and NT-ASGD against scikit-learn and an exact optimum (~3 min; QUICK=1: ~30 s)
+bench-convergence: $(STAMP)
+	$(BIN)/python benchmarks/convergence.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -37,6 +37,15 @@ class AveragedWeights(Generic[T]):
         autograd, keeping ``dst`` the same object (torch: ``with torch.no_grad(): dst.copy_(src)``).
     ``_snapshot(tensor) -> tensor`` (optional)
         A detached copy; the default ``tensor.detach().clone()`` works for torch and Paddle tensors.
+    ``_averaging_not_started() -> str | None`` (optional)
+        Why the averages are still the last iterates, or ``None`` once averaging has started. The
+        default reads torch-style ``param_groups`` (key ``t0``) and ``state[p]["step"]``, which both
+        ASGD classes have; a backend without them is never warned about.
+
+    **The t0 trap.** torch's default ``t0=1e6`` means no averaging in most runs: while every averaged
+    parameter's step :math:`t \le t_0`, :math:`\mu = 1` and ``ax`` is just the last iterate. Reading the
+    averages then (any method below) emits one :class:`UserWarning` per optimizer naming ``t0`` and
+    the step, and pointing at ``t0=0`` or :class:`~asgd_bridge.torch.NTASGD`.
 
     The backend's ``step`` should call ``self._check_not_swapped("step()")`` first, so that a step
     taken on the averaged weights (whose result would be thrown away on exit) fails loudly.
@@ -75,7 +84,43 @@ class AveragedWeights(Generic[T]):
                 "`with` block first"
             )
 
+    def _averaging_not_started(self) -> str | None:
+        groups = getattr(self, "param_groups", None)
+        state = getattr(self, "state", None)
+        if groups is None or state is None:
+            return None
+        averaged: list[tuple[float, float]] = []
+        for group in groups:
+            if "t0" not in group:
+                continue
+            for p in group["params"]:
+                st = state.get(p)  # .get: never create state
+                if not st or "ax" not in st:
+                    continue
+                step = float(st["step"])
+                if step > float(group["t0"]):
+                    return None
+                averaged.append((float(group["t0"]), step))
+        if not averaged:
+            return None
+        t0, step = min(t for t, _ in averaged), max(s for _, s in averaged)
+        return (
+            f"averaging has not started (t0={t0:g}, step {step:g}: every averaged parameter's step is "
+            "<= t0), so the averaged weights are just the last iterate. torch's default t0=1e6 means "
+            "no averaging in most runs: pass t0=0 to average from the first step, or use NTASGD to "
+            "start averaging when the validation metric stalls"
+        )
+
+    def _warn_if_not_averaging(self, what: str) -> None:
+        if getattr(self, "_t0_trap_warned", False):
+            return
+        reason = self._averaging_not_started()
+        if reason is not None:
+            self._t0_trap_warned = True
+            warnings.warn(f"{type(self).__name__}.{what}: {reason}", UserWarning, stacklevel=4)
+
     def _pairs_warning_if_unstepped(self, what: str) -> list[tuple[T, T | None]]:
+        self._warn_if_not_averaging(what)
         pairs = self._averaging_pairs()
         missing = sum(ax is None for _, ax in pairs)
         if missing:

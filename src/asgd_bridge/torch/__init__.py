@@ -1,10 +1,11 @@
-"""PyTorch optimizers: ``ASGD`` (drop-in for torch.optim.ASGD) and ``SAG`` (paddle.optimizer.ASGD's SAG)."""
+"""PyTorch optimizers: ``ASGD`` (drop-in for torch.optim.ASGD), ``NTASGD`` (SGD, then ASGD when validation
+stalls) and ``SAG`` (paddle.optimizer.ASGD's SAG)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ASGD", "SAG"]
+__all__ = ["ASGD", "NTASGD", "SAG"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,6 +14,10 @@ def __getattr__(name: str) -> Any:
         from .asgd import ASGD
 
         return ASGD
+    if name == "NTASGD":
+        from .ntasgd import NTASGD
+
+        return NTASGD
     if name == "SAG":
         from .sag import SAG
 
