@@ -53,7 +53,8 @@ def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments of ``asgd_bridge.paddle.ASGD`` for a ``torch.optim.ASGD(*args, **kwargs)`` call.
 
     Follows :data:`.rules.ASGD_RULES` row by row: torch's defaults written out where the target's differ,
-    dropped arguments removed, param groups translated by :func:`torch_param_groups`.
+    dropped arguments removed, values put through the rows' converters (``params``:
+    :func:`torch_param_groups`).
 
     Raises:
         TypeError: for arguments torch.optim.ASGD does not take, as torch would.
@@ -76,11 +77,17 @@ def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
         if rule.action is Action.DROP or rule.target is None:
             continue
         if rule.source in values:
-            out[rule.target] = values[rule.source]
+            value = values[rule.source]
         elif rule.write_default and rule.default is not REQUIRED:
-            out[rule.target] = rule.default
-    out["parameters"] = torch_param_groups(out["parameters"])
+            value = rule.default
+        else:
+            continue
+        out[rule.target] = _VALUE_CONVERTERS[rule.value](value) if rule.value else value
     return out
+
+
+#: The run-time form of the rows' value converters (the codemod applies the same rows to source).
+_VALUE_CONVERTERS = {"params": torch_param_groups}
 
 
 def __getattr__(name: str) -> Any:
