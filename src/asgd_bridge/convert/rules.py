@@ -104,6 +104,17 @@ PARAM_GROUPS_HELPER = f"{RUNTIME_MODULE}.param_groups"
 
 _D = ASGD_DEFAULTS
 
+#: torch's lr, for averaged SGD and for plain SGD alike.
+_TORCH_LR = ArgRule(
+    "lr",
+    "learning_rate",
+    _D["lr"],
+    Action.RENAME,
+    "torch's default is written out: Paddle's default (0.001) differs",
+    "defaults differ; Paddle must be given PyTorch's value",
+    write_default=True,
+)
+
 #: torch.optim.ASGD -> asgd_bridge.paddle.ASGD, in torch's positional order (torch 2.13).
 ASGD_RULES: tuple[ArgRule, ...] = (
     ArgRule(
@@ -115,15 +126,7 @@ ASGD_RULES: tuple[ArgRule, ...] = (
         "name differs only",
         value="params",
     ),
-    ArgRule(
-        "lr",
-        "learning_rate",
-        _D["lr"],
-        Action.RENAME,
-        "torch's default is written out: Paddle's default (0.001) differs",
-        "defaults differ; Paddle must be given PyTorch's value",
-        write_default=True,
-    ),
+    _TORCH_LR,
     ArgRule(
         "lambd",
         "lambd",
@@ -197,14 +200,7 @@ _SGD_UNUSED = "no effect on plain SGD's numbers (eta constant, ax unused)"
 #: positional order.
 SGD_RULES: tuple[ArgRule, ...] = (
     ArgRule("params", "parameters", REQUIRED, Action.RENAME, "name differs only; provably tensors"),
-    ArgRule(
-        "lr",
-        "learning_rate",
-        _D["lr"],
-        Action.RENAME,
-        "torch's default is written out: Paddle's default (0.001) differs",
-        write_default=True,
-    ),
+    _TORCH_LR,
     ArgRule("lambd", None, _D["lambd"], Action.DROP, "folded into weight_decay (lambd == 0 or alpha == 0)"),
     ArgRule("alpha", None, _D["alpha"], Action.DROP, _SGD_UNUSED),
     ArgRule("t0", None, _D["t0"], Action.DROP, _SGD_UNUSED),
