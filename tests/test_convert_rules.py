@@ -11,7 +11,10 @@ from asgd_bridge.convert.rules import (
     ASGD_RULES,
     GROUP_KEY_RULES,
     SAG_RULES,
+    SGD_RULES,
     Action,
+    ArgRule,
+    markdown,
     positional_names,
     sgd_weight_decay,
 )
@@ -62,6 +65,7 @@ NOOPS = {
     "relative_import_like_torch_itself": "from .asgd import ASGD\n\nopt = ASGD(p)\n",
     "paddle_sgd_to_torch": "import paddle\n\nopt = paddle.optimizer.SGD(parameters=ps)  # ASGD later\n",
     "paddle_without_parameters_to_torch": "import paddle\n\nopt = paddle.optimizer.ASGD()\n",
+    "paddle_too_many_positional_to_torch": "import paddle\n\nopt = paddle.optimizer.ASGD(0.1, 1, ps, 0, None, 0, 'n', 8)\n",
     "paddle_unknown_regulariser_to_torch": _d("""
         import paddle
 
@@ -104,6 +108,7 @@ def test_must_not_change(name: str) -> None:
         ("missing_params", "params is missing"),
         ("paddle_subclass_reported_to_torch", "subclass"),
         ("paddle_without_parameters_to_torch", "parameters missing"),
+        ("paddle_too_many_positional_to_torch", "too many positional arguments for paddle.optimizer.ASGD"),
         ("paddle_unknown_regulariser_to_torch", "no rule"),
         ("paddle_lr_scheduler_to_torch", "paddle.optimizer.lr.StepDecay: a Paddle LRScheduler"),
         ("paddle_lr_scheduler_positional_from_import_to_torch", "CosineAnnealingDecay: a Paddle LRScheduler"),
@@ -626,10 +631,71 @@ def test_defaults_come_from_hyperparams() -> None:
 
 
 def test_no_row_drops_without_a_reason() -> None:
-    for rule in (*ASGD_RULES, *SAG_RULES, *GROUP_KEY_RULES):
+    for rule in (*ASGD_RULES, *SAG_RULES, *GROUP_KEY_RULES, *SGD_RULES):
         assert rule.reason
         if rule.action is Action.DROP:
             assert rule.target is None
+
+
+def test_plain_sgd_rows_cover_every_torch_argument() -> None:
+    assert positional_names(SGD_RULES) == positional_names(ASGD_RULES)
+
+
+def test_docs_rules_table_is_printed_from_the_rows() -> None:
+    """docs/migration.md holds what ``python -m asgd_bridge.convert.rules --markdown`` prints."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "migration.md").read_text()
+    start = "<!-- rules-table:start (python -m asgd_bridge.convert.rules --markdown) -->\n"
+    block = doc.split(start, 1)[1].split("\n<!-- rules-table:end -->", 1)[0]
+    assert block == markdown(), "run python -m asgd_bridge.convert.rules --markdown and paste its output"
+    for rule in (*ASGD_RULES, *SAG_RULES, *SGD_RULES):
+        assert f"| {rule.source} | {rule.target or '-'} |" in block
+
+
+def test_rules_markdown_command_prints_the_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    from asgd_bridge.convert.rules import main
+
+    main(["--markdown"])
+    assert capsys.readouterr().out == markdown() + "\n"
+
+
+@pytest.mark.parametrize(
+    ("direction", "rules"), [("paddle", ASGD_RULES), ("paddle", SGD_RULES), ("torch", SAG_RULES)]
+)
+def test_every_value_converter_a_row_names_exists(direction: str, rules: tuple[ArgRule, ...]) -> None:
+    from libcst.codemod import CodemodContext
+
+    from asgd_bridge.convert import runtime
+    from asgd_bridge.convert.transform import DIRECTIONS
+
+    command = DIRECTIONS[direction](CodemodContext())
+    names = {rule.value for rule in rules if rule.value is not None}
+    assert names and names <= set(command.converters)
+    if rules is ASGD_RULES:  # TorchASGD applies the same rows at run time
+        assert names <= set(runtime._VALUE_CONVERTERS)
+
+
+def test_a_new_argument_is_one_row() -> None:
+    """A codemod over the table plus one row carries the new argument; nothing else changes."""
+    import libcst as cst
+    from libcst.codemod import CodemodContext
+
+    from asgd_bridge.convert.to_paddle import TorchToPaddle
+
+    class WithRow(TorchToPaddle):
+        RULES = (*ASGD_RULES, ArgRule("beta", "beta_paddle", 0.5, Action.RENAME, "a new row", write_default=True))
+
+    def convert(src: str) -> str:
+        return WithRow(CodemodContext()).transform_module(cst.parse_module(src)).code
+
+    head = "import torch\n\nopt = torch.optim.ASGD("
+    assert convert(head + "ps, beta=0.9)\n").endswith(
+        "asgd_bridge.paddle.ASGD(parameters=ps, beta_paddle=0.9, learning_rate=0.01, weight_decay=0.0)\n"
+    )
+    assert convert(head + "ps)\n").endswith(
+        "asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=0.01, weight_decay=0.0, beta_paddle=0.5)\n"
+    )
 
 
 @pytest.mark.parametrize(

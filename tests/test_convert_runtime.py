@@ -92,3 +92,24 @@ def test_paddle_get_lr_and_set_lr_on_a_torch_optimizer() -> None:
     runtime.set_lr(opt, 0.05)
     assert runtime.get_lr(opt) == 0.05
     assert [g["lr"] for g in opt.param_groups] == [0.05, 0.05 * (0.3 / 0.1)]
+
+
+@pytest.mark.parametrize("kind", ["torch_sgd", "sag"])
+def test_get_lr_follows_a_torch_scheduler(kind: str) -> None:
+    """Paddle's get_lr() is the current lr: after a torch scheduler moved it, get_lr says so, and set_lr
+    sets it (groups keep their ratio to the first group)."""
+    import torch
+
+    from asgd_bridge.torch import SAG
+
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    groups = [{"params": [a]}, {"params": [b], "lr": 0.3}]
+    opt = torch.optim.SGD(groups, lr=0.1) if kind == "torch_sgd" else SAG(groups, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert runtime.get_lr(opt) == pytest.approx(0.025)
+    runtime.set_lr(opt, 0.05)
+    assert runtime.get_lr(opt) == pytest.approx(0.05)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.15])

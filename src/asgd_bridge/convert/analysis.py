@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import libcst as cst
-from libcst.metadata import ParentNodeProvider
 
-__all__ = ["Analysis", "ParentLookup"]
+__all__ = ["Analysis"]
+
+Parents = Callable[[cst.CSTNode], cst.CSTNode]
 
 # Uses of an optimizer that plain paddle.optimizer.SGD serves exactly like torch's ASGD.
 _SGD_SAFE_METHODS = frozenset({"step", "zero_grad", "clear_grad"})
@@ -63,8 +63,9 @@ class Analysis(cst.CSTVisitor):
         if node.value is not None:
             self._assign(node.target, node.value, True)
 
-    def collect_uses(self, module: cst.Module, parents: Any) -> None:
-        """Classify every load of an ASGD-holding expression (second pass, after keys are known)."""
+    def collect_uses(self, module: cst.Module, parents: Parents) -> None:
+        """Classify every load of an ASGD-holding expression (second pass, after keys are known);
+        ``parents(node)`` is the node's parent (a codemod's ParentNodeProvider)."""
         keys = {k for k, kinds in self.assigned.items() if "asgd" in kinds}
         if not keys:
             return
@@ -72,19 +73,14 @@ class Analysis(cst.CSTVisitor):
         module.visit(_UseFinder(module, keys, roots, parents, self.uses))
 
 
-class ParentLookup:
-    """``parents[node]`` through a codemod's resolved ParentNodeProvider."""
-
-    def __init__(self, command: Any) -> None:
-        self.command = command
-
-    def __getitem__(self, node: cst.CSTNode) -> cst.CSTNode:
-        return self.command.get_metadata(ParentNodeProvider, node)
-
-
 class _UseFinder(cst.CSTVisitor):
     def __init__(
-        self, module: cst.Module, keys: set[str], roots: set[str], parents: Any, uses: dict[str, list[str]]
+        self,
+        module: cst.Module,
+        keys: set[str],
+        roots: set[str],
+        parents: Parents,
+        uses: dict[str, list[str]],
     ) -> None:
         self._module, self.keys, self.roots, self.parents, self.uses = module, keys, roots, parents, uses
 
@@ -92,13 +88,13 @@ class _UseFinder(cst.CSTVisitor):
         key = self._module.code_for_node(node)
         if key not in self.keys:
             return
-        parent = self.parents[node]
+        parent = self.parents(node)
         if isinstance(parent, cst.AssignTarget) or (
             isinstance(parent, cst.AnnAssign) and parent.target is node
         ):
             return
         if isinstance(parent, cst.Attribute) and parent.value is node:
-            grand = self.parents[parent]
+            grand = self.parents(parent)
             if (
                 parent.attr.value in _SGD_SAFE_METHODS
                 and isinstance(grand, cst.Call)

@@ -1,16 +1,21 @@
 """The seed page's parameter table as data: how each argument of one framework's ASGD becomes the other's.
 
-The source transforms (:mod:`.transform`) and the run-time helpers (:mod:`.runtime`) both read these rows,
-so a mapping decision is written once. Every argument has a row; none is dropped without a reason.
+Both directions' codemods (:mod:`.to_paddle`, :mod:`.to_torch`) and the run-time helpers (:mod:`.runtime`)
+read these rows, so a mapping decision is written once and a new argument is one row. A row may name a
+value converter (``value``): the codemod of its direction rewrites the argument's value with it (torch's
+``params`` -> Paddle's ``parameters``, a Paddle regulariser -> a SAG spec, ``lambd + weight_decay`` for
+exact plain SGD). Every argument has a row; none is dropped without a reason. The tables of
+``docs/migration.md`` are printed from these rows: ``python -m asgd_bridge.convert.rules --markdown``.
 
 Decision (see ``docs/migration.md``): ``torch.optim.ASGD`` is averaged SGD and ``paddle.optimizer.ASGD`` is
 SAG, so a faithful migration targets ``asgd_bridge.paddle.ASGD`` (averaged SGD for Paddle), whose
 ``lambd``/``alpha``/``t0``/``maximize`` carry torch's values unchanged. The one exception is when plain
-``paddle.optimizer.SGD`` moves the parameters identically (:func:`sgd_weight_decay`).
+``paddle.optimizer.SGD`` moves the parameters identically (:func:`sgd_weight_decay`, :data:`SGD_RULES`).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -22,15 +27,20 @@ __all__ = [
     "ASGD_RULES",
     "ASGD_TARGET",
     "GROUP_KEY_RULES",
-    "PADDLE_ONLY_RULES",
+    "PADDLE_ASGD_NAMES",
+    "PADDLE_LR_SCHEDULERS",
+    "PADDLE_METHOD_RULES",
+    "REQUIRED",
+    "RUNTIME_MODULE",
     "SAG_RULES",
     "SAG_TARGET",
+    "SGD_RULES",
     "SGD_TARGET",
+    "SPEC_RULES",
     "TORCH_ASGD_NAMES",
-    "PADDLE_ASGD_NAMES",
     "Action",
     "ArgRule",
-    "REQUIRED",
+    "markdown",
     "positional_names",
     "rule_for",
     "sgd_weight_decay",
@@ -42,8 +52,8 @@ class Action(str, Enum):
 
     RENAME = "rename"  # same meaning, the target spells it differently
     CARRY = "carry"  # same name and meaning in the target
+    FOLD = "folded"  # the target's value is computed from several source arguments (the row's converter)
     DROP = "drop"  # proven irrelevant to the numbers; the reason is recorded
-    REPORT = "report"  # cannot be carried; the converter reports it and leaves the call unchanged
 
 
 class _Required:
@@ -63,7 +73,8 @@ class ArgRule:
 
     ``write_default`` means the converter spells the source default out even when the call omits the
     argument, because the target's default differs (lr, weight_decay: the seed page's two "defaults
-    differ" rows).
+    differ" rows). ``value`` names the value converter the direction's codemod applies to the argument
+    (and, with ``write_default``, to the omitted argument); None: the value is carried as written.
     """
 
     source: str
@@ -71,8 +82,9 @@ class ArgRule:
     default: Any
     action: Action
     reason: str
-    seed: str
+    seed: str = "-"
     write_default: bool = False
+    value: str | None = None
 
 
 #: Qualified names under which a program can reach torch's class.
@@ -85,8 +97,23 @@ ASGD_TARGET = ("asgd_bridge.paddle", "asgd_bridge.paddle.ASGD")
 SGD_TARGET = ("paddle", "paddle.optimizer.SGD")
 SAG_TARGET = ("asgd_bridge.torch", "asgd_bridge.torch.SAG")
 RUNTIME_MODULE = "asgd_bridge.convert.runtime"
+#: Run-time helpers converted programs call (:mod:`.runtime`).
+TORCH_ASGD_CLASS = f"{RUNTIME_MODULE}.TorchASGD"
+TORCH_GROUPS_HELPER = f"{RUNTIME_MODULE}.torch_param_groups"
+PARAM_GROUPS_HELPER = f"{RUNTIME_MODULE}.param_groups"
 
 _D = ASGD_DEFAULTS
+
+#: torch's lr, for averaged SGD and for plain SGD alike.
+_TORCH_LR = ArgRule(
+    "lr",
+    "learning_rate",
+    _D["lr"],
+    Action.RENAME,
+    "torch's default is written out: Paddle's default (0.001) differs",
+    "defaults differ; Paddle must be given PyTorch's value",
+    write_default=True,
+)
 
 #: torch.optim.ASGD -> asgd_bridge.paddle.ASGD, in torch's positional order (torch 2.13).
 ASGD_RULES: tuple[ArgRule, ...] = (
@@ -97,16 +124,9 @@ ASGD_RULES: tuple[ArgRule, ...] = (
         Action.RENAME,
         "same meaning; group dicts keep torch's keys (GROUP_KEY_RULES), named parameters lose their names",
         "name differs only",
+        value="params",
     ),
-    ArgRule(
-        "lr",
-        "learning_rate",
-        _D["lr"],
-        Action.RENAME,
-        "torch's default is written out: Paddle's default (0.001) differs",
-        "defaults differ; Paddle must be given PyTorch's value",
-        write_default=True,
-    ),
+    _TORCH_LR,
     ArgRule(
         "lambd",
         "lambd",
@@ -174,26 +194,29 @@ ASGD_RULES: tuple[ArgRule, ...] = (
     ),
 )
 
-#: Paddle-only arguments of the target: the page's rows with no torch side.
-PADDLE_ONLY_RULES: tuple[ArgRule, ...] = (
+_SGD_UNUSED = "no effect on plain SGD's numbers (eta constant, ax unused)"
+
+#: torch.optim.ASGD -> paddle.optimizer.SGD, only where that is exact (:func:`sgd_weight_decay`), in torch's
+#: positional order.
+SGD_RULES: tuple[ArgRule, ...] = (
+    ArgRule("params", "parameters", REQUIRED, Action.RENAME, "name differs only; provably tensors"),
+    _TORCH_LR,
+    ArgRule("lambd", None, _D["lambd"], Action.DROP, "folded into weight_decay (lambd == 0 or alpha == 0)"),
+    ArgRule("alpha", None, _D["alpha"], Action.DROP, _SGD_UNUSED),
+    ArgRule("t0", None, _D["t0"], Action.DROP, _SGD_UNUSED),
     ArgRule(
-        "-",
-        "batch_num",
-        SAG_DEFAULTS["batch_num"],
-        Action.DROP,
-        "SAG's stored-gradient count; averaged SGD has no such argument",
-        "batches per epoch; PyTorch has none",
+        "weight_decay",
+        "weight_decay",
+        _D["weight_decay"],
+        Action.FOLD,
+        "weight_decay = lambd + weight_decay",
+        write_default=True,
+        value="sgd_decay",
     ),
-    ArgRule(
-        "-",
-        "grad_clip",
-        None,
-        Action.DROP,
-        "torch's ASGD does not clip; keep default",
-        "gradient clipping strategy; keep default",
-    ),
-    ArgRule("-", "multi_precision", False, Action.DROP, "keep default", "fp32 master weights; keep default"),
-    ArgRule("-", "name", None, Action.DROP, "keep default", "keep default"),
+    ArgRule("foreach", None, None, Action.DROP, _SGD_UNUSED),
+    ArgRule("maximize", None, False, Action.DROP, "False (plain SGD only then): " + _SGD_UNUSED),
+    ArgRule("differentiable", None, False, Action.DROP, _SGD_UNUSED),
+    ArgRule("capturable", None, False, Action.DROP, _SGD_UNUSED),
 )
 
 #: Keys of a torch param-group dict -> keys of an ``asgd_bridge.paddle.ASGD`` param-group dict.
@@ -202,23 +225,22 @@ PADDLE_ONLY_RULES: tuple[ArgRule, ...] = (
 #: under ``set_lr`` and schedulers. Carrying ``lr`` is exact; ``learning_rate=lr / global_lr`` would round
 #: (0.1 / 0.01 * 0.01 != 0.1) and rewrite a node that works as it is.
 GROUP_KEY_RULES: tuple[ArgRule, ...] = (
-    ArgRule("params", "params", REQUIRED, Action.CARRY, "same key", "-"),
+    ArgRule("params", "params", REQUIRED, Action.CARRY, "same key"),
     ArgRule(
         "lr",
         "lr",
         REQUIRED,
         Action.CARRY,
         "absolute per-group lr, taken as is and kept proportional to the global lr",
-        "-",
     ),
-    ArgRule("weight_decay", "weight_decay", REQUIRED, Action.CARRY, "float, torch's semantics", "-"),
-    ArgRule("lambd", "lambd", REQUIRED, Action.CARRY, "per-group hyperparameter", "-"),
-    ArgRule("alpha", "alpha", REQUIRED, Action.CARRY, "per-group hyperparameter", "-"),
-    ArgRule("t0", "t0", REQUIRED, Action.CARRY, "per-group hyperparameter", "-"),
-    ArgRule("maximize", "maximize", REQUIRED, Action.CARRY, "per-group hyperparameter", "-"),
-    ArgRule("foreach", None, REQUIRED, Action.DROP, "implementation switch", "-"),
-    ArgRule("differentiable", None, REQUIRED, Action.DROP, "autograd through step() only", "-"),
-    ArgRule("capturable", None, REQUIRED, Action.DROP, "CUDA-graph switch", "-"),
+    ArgRule("weight_decay", "weight_decay", REQUIRED, Action.CARRY, "float, torch's semantics"),
+    ArgRule("lambd", "lambd", REQUIRED, Action.CARRY, "per-group hyperparameter"),
+    ArgRule("alpha", "alpha", REQUIRED, Action.CARRY, "per-group hyperparameter"),
+    ArgRule("t0", "t0", REQUIRED, Action.CARRY, "per-group hyperparameter"),
+    ArgRule("maximize", "maximize", REQUIRED, Action.CARRY, "per-group hyperparameter"),
+    ArgRule("foreach", None, REQUIRED, Action.DROP, "implementation switch"),
+    ArgRule("differentiable", None, REQUIRED, Action.DROP, "autograd through step() only"),
+    ArgRule("capturable", None, REQUIRED, Action.DROP, "CUDA-graph switch"),
 )
 
 #: paddle.optimizer.ASGD -> asgd_bridge.torch.SAG (``--to torch``), in Paddle's positional order.
@@ -229,30 +251,56 @@ SAG_RULES: tuple[ArgRule, ...] = (
         SAG_DEFAULTS["lr"],
         Action.RENAME,
         "Paddle's default is written out",
-        "-",
         write_default=True,
+        value="lr",
     ),
-    ArgRule("batch_num", "batch_num", SAG_DEFAULTS["batch_num"], Action.CARRY, "same meaning", "-"),
-    ArgRule("parameters", "params", REQUIRED, Action.RENAME, "name differs only", "-"),
+    ArgRule("batch_num", "batch_num", SAG_DEFAULTS["batch_num"], Action.CARRY, "same meaning"),
+    ArgRule(
+        "parameters", "params", REQUIRED, Action.RENAME, "name differs only (None, static graph: reported)"
+    ),
     ArgRule(
         "weight_decay",
         "weight_decay",
         None,
         Action.CARRY,
         "float carried; L2Decay(c)/L1Decay(c) become ('l2', c)/('l1', c); None becomes 0.0",
-        "-",
+        value="spec",
     ),
     ArgRule(
         "grad_clip",
         "grad_clip",
         None,
         Action.CARRY,
-        "ClipGradByNorm/GlobalNorm/Value(...) become ('norm'|'global_norm'|'value', ...)",
-        "-",
+        "ClipGradByNorm/GlobalNorm/Value(...) become ('norm'/'global_norm'/'value', ...)",
+        value="spec",
     ),
-    ArgRule("multi_precision", "multi_precision", False, Action.CARRY, "same meaning", "-"),
-    ArgRule("name", None, None, Action.DROP, "Paddle's operator-name prefix; no meaning in torch", "-"),
+    ArgRule("multi_precision", "multi_precision", False, Action.CARRY, "same meaning"),
+    ArgRule("name", None, None, Action.DROP, "Paddle's operator-name prefix; no meaning in torch"),
 )
+
+
+#: Paddle regulariser/clip classes -> (asgd_bridge.torch.SAG spec tag, their argument names in order).
+SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "paddle.regularizer.L2Decay": ("l2", ("coeff",)),
+    "paddle.regularizer.L1Decay": ("l1", ("coeff",)),
+    "paddle.nn.ClipGradByNorm": ("norm", ("clip_norm",)),
+    "paddle.nn.ClipGradByGlobalNorm": ("global_norm", ("clip_norm",)),
+    "paddle.nn.ClipGradByValue": ("value", ("max", "min")),
+}
+
+#: Paddle optimizer methods on a converted SAG -> (torch method or runtime helper, why); None: reported.
+PADDLE_METHOD_RULES: dict[str, tuple[str | None, str]] = {
+    "clear_grad": ("zero_grad", "torch's name; zeros or None, the same numbers"),
+    "clear_gradients": ("zero_grad", "torch's name; zeros or None, the same numbers"),
+    "set_state_dict": ("load_state_dict", "torch's name (the dict is the torch optimizer's own)"),
+    "get_lr": (f"{RUNTIME_MODULE}.get_lr", "Paddle's global learning rate"),
+    "set_lr": (f"{RUNTIME_MODULE}.set_lr", "Paddle's global learning rate; groups keep their ratio"),
+    "minimize": (None, "minimize(loss) has no torch counterpart: call loss.backward(); opt.step()"),
+    "set_lr_scheduler": (None, "attach a torch lr scheduler instead"),
+}
+
+#: Qualified-name prefix of Paddle's schedulers: ``learning_rate=`` one of them is reported, not carried.
+PADDLE_LR_SCHEDULERS = "paddle.optimizer.lr."
 
 
 def rule_for(rules: tuple[ArgRule, ...], source: str) -> ArgRule | None:
@@ -294,3 +342,57 @@ def sgd_weight_decay(values: Mapping[str, Any]) -> float | None:
     if lambd != 0 and alpha != 0:
         return None
     return lambd + wd
+
+
+# ---------------------------------------------------------------------------------------------- the docs
+def _cell(value: Any) -> str:
+    return "required" if value is REQUIRED else str(value)
+
+
+def _table(head: tuple[str, str], rules: tuple[ArgRule, ...], seed: bool = False) -> list[str]:
+    """One markdown table: a row per rule (a table of defaults-less rows has no default column)."""
+    defaults = any(rule.default is not REQUIRED for rule in rules)
+    cols = [*head, *(["default"] if defaults else []), "action", "why", *(["seed page says"] if seed else [])]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rule in rules:
+        action = rule.action.value + (" (default written out)" if rule.write_default else "")
+        cells = [rule.source, rule.target or "-", *([_cell(rule.default)] if defaults else []), action]
+        lines.append("| " + " | ".join([*cells, rule.reason, *([rule.seed] if seed else [])]) + " |")
+    return lines
+
+
+def markdown() -> str:
+    """The rules tables of ``docs/migration.md``, printed from the rows (``--markdown``)."""
+    parts = [
+        "`--to paddle` (the default):",
+        "",
+        *_table(("torch.optim.ASGD", ASGD_TARGET[1]), ASGD_RULES, seed=True),
+        "",
+        f"`--to paddle`, where {SGD_TARGET[1]} is exact (the rule above):",
+        "",
+        *_table(("torch.optim.ASGD", SGD_TARGET[1]), SGD_RULES),
+        "",
+        "Keys of torch's param-group dicts:",
+        "",
+        *_table(("torch group key", f"{ASGD_TARGET[1]} group key"), GROUP_KEY_RULES),
+        "",
+        "`--to torch`:",
+        "",
+        *_table(("paddle.optimizer.ASGD", SAG_TARGET[1]), SAG_RULES),
+    ]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m asgd_bridge.convert.rules --markdown``: print the tables of ``docs/migration.md``."""
+    parser = argparse.ArgumentParser(prog="python -m asgd_bridge.convert.rules", description=__doc__)
+    parser.add_argument("--markdown", action="store_true", help="print the rules tables as markdown")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown())
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

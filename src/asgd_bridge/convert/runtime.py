@@ -53,7 +53,8 @@ def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Keyword arguments of ``asgd_bridge.paddle.ASGD`` for a ``torch.optim.ASGD(*args, **kwargs)`` call.
 
     Follows :data:`.rules.ASGD_RULES` row by row: torch's defaults written out where the target's differ,
-    dropped arguments removed, param groups translated by :func:`torch_param_groups`.
+    dropped arguments removed, values put through the rows' converters (``params``:
+    :func:`torch_param_groups`).
 
     Raises:
         TypeError: for arguments torch.optim.ASGD does not take, as torch would.
@@ -76,11 +77,17 @@ def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
         if rule.action is Action.DROP or rule.target is None:
             continue
         if rule.source in values:
-            out[rule.target] = values[rule.source]
+            value = values[rule.source]
         elif rule.write_default and rule.default is not REQUIRED:
-            out[rule.target] = rule.default
-    out["parameters"] = torch_param_groups(out["parameters"])
+            value = rule.default
+        else:
+            continue
+        out[rule.target] = _VALUE_CONVERTERS[rule.value](value) if rule.value else value
     return out
+
+
+#: The run-time form of the rows' value converters (the codemod applies the same rows to source).
+_VALUE_CONVERTERS = {"params": torch_param_groups}
 
 
 def __getattr__(name: str) -> Any:
@@ -155,14 +162,24 @@ def param_groups(optimizer: Any) -> list[Any]:
 
 
 def get_lr(optimizer: Any) -> float:
-    """Paddle's ``optimizer.get_lr()`` for any torch optimizer (``asgd_bridge.torch.SAG.get_lr``'s rule)."""
-    from asgd_bridge.torch.sag import SAG
+    """Paddle's ``optimizer.get_lr()`` for any torch optimizer: the current lr of its first param group.
 
-    return SAG.get_lr(optimizer)
+    Paddle's ``get_lr`` returns the learning rate in force now (a scheduler's current value included);
+    in torch that lives in ``param_groups[i]['lr']``, which torch's schedulers move, while
+    ``defaults['lr']`` keeps the constructor's value.
+    """
+    return float(optimizer.param_groups[0]["lr"])
 
 
 def set_lr(optimizer: Any, value: float) -> None:
-    """Paddle's ``optimizer.set_lr(value)`` for any torch optimizer (``SAG.set_lr``'s rule)."""
-    from asgd_bridge.torch.sag import SAG
+    r"""Paddle's ``optimizer.set_lr(value)`` for any torch optimizer: :func:`get_lr` becomes ``value``.
 
-    SAG.set_lr(optimizer, value)
+    Each group keeps its ratio to the first group (Paddle's per-group ``learning_rate`` multiplier of the
+    global lr): :math:`lr_i \leftarrow value \cdot lr_i / lr_0`; ``defaults['lr']`` follows, for
+    groups added later.
+    """
+    groups = optimizer.param_groups
+    first = float(groups[0]["lr"])
+    for group in groups:
+        group["lr"] = value * (float(group["lr"]) / first) if first != 0 else value
+    optimizer.defaults["lr"] = value

@@ -1,65 +1,202 @@
-"""``--to paddle``: the uses of torch's ASGD beyond its constructor, in one codemod with the constructor rule.
+"""``--to paddle``: ``torch.optim.ASGD`` -> ``asgd_bridge.paddle.ASGD`` (or exact ``paddle.optimizer.SGD``).
 
-Subclasses and their ``super().__init__``, bare references, and ``X.param_groups`` where X may hold Paddle's.
+Hooks, each small: constructor calls (:data:`.rules.ASGD_RULES`, or :data:`.rules.SGD_RULES` where plain
+SGD is provably exact), subclasses and their ``super().__init__``, bare references, and ``X.param_groups``
+where X may hold a Paddle optimizer.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import libcst as cst
+import libcst.matchers as m
 from libcst.codemod import CodemodContext
-from libcst.codemod.visitors import AddImportsVisitor
 from libcst.metadata import ParentNodeProvider
 
-from .analysis import ParentLookup
-from .arglist import expr
-from .rules import ASGD_TARGET, RUNTIME_MODULE, TORCH_ASGD_NAMES
-from .to_paddle_calls import TORCH_ASGD_CLASS, TorchCallRewrite
+from .arglist import Bound, Converted, literal
+from .command import ConvertCommand
+from .rules import (
+    ASGD_RULES,
+    ASGD_TARGET,
+    GROUP_KEY_RULES,
+    PARAM_GROUPS_HELPER,
+    SGD_RULES,
+    SGD_TARGET,
+    TORCH_ASGD_CLASS,
+    TORCH_ASGD_NAMES,
+    TORCH_GROUPS_HELPER,
+    Action,
+    ArgRule,
+    rule_for,
+    sgd_weight_decay,
+)
 
 __all__ = ["TorchToPaddle"]
 
-PARAM_GROUPS_HELPER = f"{RUNTIME_MODULE}.param_groups"
+# model.parameters(); [lin.weight, lin.bias] (attribute names that hold a layer's tensors, never a group)
+_PARAMETERS_CALL = m.Call(func=m.Attribute(attr=m.Name("parameters")))
+_LAYER_TENSOR = m.Element(value=m.Attribute(attr=m.Name("weight") | m.Name("bias")))
+_TYPE_CHECK = m.Call(func=m.Name("isinstance") | m.Name("issubclass"), args=[m.DoNotCare(), m.DoNotCare()])
+_SUPER_INIT = m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m.Name("__init__")))
+_STRING_KEY = m.DictElement(key=m.SimpleString())
+# The literal values plain SGD's exactness depends on (sgd_weight_decay).
+_SGD_INPUTS = ("lambd", "alpha", "weight_decay", "maximize")
 
 
-class TorchToPaddle(TorchCallRewrite):
-    """``torch.optim.ASGD``, however spelled -> ``asgd_bridge.paddle.ASGD`` (or exact plain Paddle SGD).
-
-    Rules, each small: constructor calls (:meth:`_convert_call`), subclasses and their ``super().__init__``,
-    bare references, and ``X.param_groups`` on an expression that holds an ASGD and something else.
-    """
+class TorchToPaddle(ConvertCommand):
+    """``torch.optim.ASGD``, however spelled -> ``asgd_bridge.paddle.ASGD`` (or exact plain Paddle SGD)."""
 
     DESCRIPTION = "Migrate torch.optim.ASGD to asgd_bridge.paddle.ASGD."
     SOURCE_NAMES = TORCH_ASGD_NAMES
+    SOURCE_CLASS = "torch.optim.ASGD"
+    RULES = ASGD_RULES
+    COLLECT_USES = True
 
     def __init__(self, context: CodemodContext) -> None:
         super().__init__(context)
+        self.converters = {"params": self._params_value, "sgd_decay": self._sgd_decay_value}
+        # per enclosing class: its new base (None: not an ASGD subclass); pushed by visit_ClassDef
+        self._class_stack: list[str | None] = []
         self._typed_context = 0  # inside an annotation
         self._typed_args: set[int] = set()  # ids of isinstance()/issubclass() second arguments
+        self._decay = 0.0  # weight decay of the plain-SGD call being rewritten
 
-    def _analysed(self, tree: cst.Module) -> None:
-        self.analysis.collect_uses(tree, ParentLookup(self))
+    def _in_asgd_subclass(self) -> bool:
+        return bool(self._class_stack) and self._class_stack[-1] is not None
 
-    # ------------------------------------------------------------------ param_groups
-    def _wraps_param_groups(self, key: str) -> bool:
-        """Whether ``key.param_groups`` needs :func:`.runtime.param_groups`.
+    # ------------------------------------------------------------------ constructor calls
+    def _convert_call(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        bound = self._bind(updated)
+        if bound == "dynamic":
+            self._record(
+                original,
+                "constructor",
+                TORCH_ASGD_CLASS,
+                "*args/**kwargs known only at run time: TorchASGD applies the same rules then",
+            )
+            return updated.with_changes(func=self._import(TORCH_ASGD_CLASS))
+        if isinstance(bound, str) or "params" not in bound:
+            self._report(original, bound if isinstance(bound, str) else "params is missing")
+            return updated
+        against = self._sgd_reason_against(original, updated, bound)
+        if against is None:
+            (module, target), rules = SGD_TARGET, SGD_RULES
+            why = "exact: eta is constant (lambd == 0 or alpha == 0), ax and param_groups unused"
+        else:
+            (module, target), rules = ASGD_TARGET, self.RULES
+            why = f"averaged SGD kept: {against}"
+        args, fates = self._map(original, updated, bound, rules)  # type: ignore[misc]  # no converter refuses
+        self._record(original, "constructor", target, why, fates)
+        return updated.with_changes(func=self._import(target, module), args=args)
 
-        In a program that uses torch's ASGD, any expression not known to hold only an ASGD may hold a
-        Paddle optimizer once PaConvert has run (the AWD-LSTM habit asks ``'t0' in
-        optimizer.param_groups[0]`` of a ``torch.optim.SGD``, however the ASGD is later made), and Paddle
-        optimizers have no ``param_groups``. The helper returns ``param_groups`` itself where it exists.
+    def _sgd_reason_against(self, original: cst.Call, updated: cst.Call, bound: Bound) -> str | None:
+        """Why plain paddle.optimizer.SGD would not be exact for this call (None: it is; its weight decay
+        is then kept for the ``sgd_decay`` converter)."""
+        if self._in_asgd_subclass():
+            return "inside an ASGD subclass"
+        key = self.analysis.call_key.get(id(original))
+        if key is None:
+            return "the optimizer is not assigned to a variable the converter can follow"
+        if self.analysis.assigned[key] != {"asgd"}:
+            return f"{key} also holds another optimizer"
+        others = sorted({u for u in self.analysis.uses[key] if u != "simple"})
+        if others:
+            return f"{key} is used beyond step()/zero_grad(): " + ", ".join(others)
+        if "params" in bound and not self._tensor_params(updated.args[bound["params"]].value):
+            return "params may hold param groups"
+        lits: dict[str, Any] = {}
+        for name in _SGD_INPUTS:
+            rule = rule_for(ASGD_RULES, name)
+            assert rule is not None
+            try:
+                lits[name] = (
+                    literal(self._code(updated.args[bound[name]].value)) if name in bound else rule.default
+                )
+            except (ValueError, SyntaxError):
+                return f"{name} is known only at run time"
+        decay = sgd_weight_decay(lits)
+        if decay is None:
+            return "eta decays (lambd != 0 and alpha != 0)" if lits.get("maximize") is False else "maximize"
+        self._decay = decay
+        return None
+
+    @staticmethod
+    def _tensor_params(node: cst.BaseExpression) -> bool:
+        """Statically known to be tensors (not param-group dicts, not named pairs).
+
+        ``model.parameters()`` and lists of layer tensors (``[lin.weight, lin.bias]``) only: a list of
+        plain names (``[body, head]``) may hold group dicts with their own ``lr``, which plain SGD ignores.
         """
-        if key == "self" and self._in_asgd_subclass():
-            return False  # inside an ASGD subclass: self is the averaged-SGD optimizer
-        return self.analysis.mentions and self.analysis.assigned.get(key) != {"asgd"}
+        if m.matches(node, _PARAMETERS_CALL):
+            return True
+        return isinstance(node, (cst.List, cst.Tuple)) and all(
+            m.matches(e, _LAYER_TENSOR) for e in node.elements
+        )
+
+    # ------------------------------------------------------------------ value converters
+    def _sgd_decay_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
+        """``weight_decay = lambd + weight_decay`` of exact plain SGD (:func:`.rules.sgd_weight_decay`)."""
+        return Converted(cst.Float(repr(float(self._decay))))
+
+    def _params_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
+        """Translate torch's params expression into ``parameters``.
+
+        asgd_bridge.paddle.ASGD takes tensors and torch's group dicts (``lr`` included) as they are, so
+        only named parameters and group keys the rules drop need a rewrite.
+        """
+        assert arg is not None and original is not None  # params is required
+        node, old = arg.value, original.value  # reports point at the source tree's nodes
+        if m.matches(node, m.Call(func=m.Attribute())):
+            if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("named_parameters")))):
+                helper = cst.Call(func=self._import(TORCH_GROUPS_HELPER), args=[cst.Arg(node)])
+                return Converted(helper, "named parameters: names stripped by torch_param_groups()")
+            return Converted(note="tensors")
+        if isinstance(node, (cst.List, cst.Tuple)) and any(
+            m.matches(e, m.Element(value=m.Dict())) for e in node.elements
+        ):
+            notes: list[str] = []
+            olds = old.elements if isinstance(old, (cst.List, cst.Tuple)) else node.elements
+            elements = [
+                el.with_changes(value=self._static_group(el.value, old_el.value, notes))
+                if m.matches(el, m.Element(value=m.Dict())) and isinstance(old_el.value, cst.Dict)
+                else el
+                for el, old_el in zip(node.elements, olds, strict=True)
+            ]
+            note = "param-group dicts carried (lr is absolute, as in torch)"
+            return Converted(node.with_changes(elements=elements), "; ".join([note, *notes]))
+        return Converted(note="passed as is (tensors or torch-style group dicts are both taken)")
+
+    def _static_group(self, group: cst.Dict, original: cst.Dict, notes: list[str]) -> cst.Dict:
+        """Remove the keys the rules drop from one group dict; report keys the target does not take."""
+        elements: list[cst.BaseDictElement] = []
+        dropped_last = False
+        for el, old_el in zip(group.elements, original.elements, strict=True):
+            key = el.key.evaluated_value if m.matches(el, _STRING_KEY) else None  # type: ignore[attr-defined]
+            rule = rule_for(GROUP_KEY_RULES, key) if isinstance(key, str) else None
+            dropped_last = rule is not None and rule.action is Action.DROP
+            if dropped_last:
+                notes.append(f"group key {key!r} dropped: {rule.reason}")  # type: ignore[union-attr]
+                continue
+            if rule is None and isinstance(key, str):
+                self._record(
+                    old_el,
+                    "report",
+                    "(carried)",
+                    f"param-group key {key!r} has no rule: asgd_bridge.paddle.ASGD will refuse it",
+                )
+            elements.append(el)
+        if dropped_last and elements:
+            elements[-1] = elements[-1].with_changes(comma=group.elements[-1].comma)
+        return group.with_changes(elements=elements)
 
     # ------------------------------------------------------------------ subclasses
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        is_sub = any(self._names_class(base.value) for base in node.bases)
-        if not is_sub:
+        bases = [base.value for base in node.bases if self._names_class(base.value)]
+        if not bases:
             self._class_stack.append(None)
             return
-        for base in node.bases:
-            if self._names_class(base.value):
-                self._handled.add(id(base.value))
+        self._handled.update(id(base) for base in bases)
         # super().__init__ with *args/**kwargs cannot be mapped statically: keep torch's signature instead.
         dynamic = any(any(a.star for a in call.args) for call in self._super_init_calls(node))
         self._class_stack.append(TORCH_ASGD_CLASS if dynamic else ASGD_TARGET[1])
@@ -68,9 +205,9 @@ class TorchToPaddle(TorchCallRewrite):
         target = self._class_stack.pop()
         if target is None:
             return updated_node
-        AddImportsVisitor.add_needed_import(self.context, target.rpartition(".")[0])
+        new_base = self._import(target)
         bases = [
-            b.with_changes(value=expr(target)) if self._names_class(ob.value) else b
+            b.with_changes(value=new_base) if self._names_class(ob.value) else b
             for b, ob in zip(updated_node.bases, original_node.bases, strict=True)
         ]
         why = (
@@ -83,12 +220,14 @@ class TorchToPaddle(TorchCallRewrite):
 
     def _super_init_skip(self, call: cst.Call) -> int | None:
         """1 for ``torch.optim.ASGD.__init__(self, ...)``, 0 for ``super().__init__(...)``, else None."""
+        if m.matches(call, _SUPER_INIT):
+            return 0
         func = call.func
-        if not (isinstance(func, cst.Attribute) and func.attr.value == "__init__"):
-            return None
-        if isinstance(func.value, cst.Call) and isinstance(func.value.func, cst.Name):
-            return 0 if func.value.func.value == "super" else None
-        if self._names_class(func.value):
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value == "__init__"
+            and self._names_class(func.value)
+        ):
             return 1
         return None
 
@@ -113,39 +252,29 @@ class TorchToPaddle(TorchCallRewrite):
         in_sub = self._in_asgd_subclass()
         if not (in_sub or skip == 1):
             return updated
-        target = next((t for t in reversed(self._class_stack) if t is not None), None)
-        if skip == 1 and not in_sub:
-            target = ASGD_TARGET[1]
+        target = self._class_stack[-1] if in_sub else ASGD_TARGET[1]
+        func = updated.func
         if target == TORCH_ASGD_CLASS:
             if skip == 1:
-                return updated.with_changes(
-                    func=updated.func.with_changes(value=expr(TORCH_ASGD_CLASS))  # type: ignore[union-attr]
-                )
+                return updated.with_changes(func=func.with_changes(value=self._import(TORCH_ASGD_CLASS)))
             return updated
-        bound, problem = self._bind(list(updated.args), skip)
-        if problem is not None or "params" not in bound:
-            self._record(original, "report", "(unchanged)", problem or "params is missing")
+        bound = self._bind(updated, skip)
+        if isinstance(bound, str) or "params" not in bound:
+            self._report(original, bound if isinstance(bound, str) else "params is missing")
             return updated
-        args, fates = self._map_args(list(updated.args), bound, list(original.args))
+        args, fates = self._map(original, updated, bound)  # type: ignore[misc]  # no converter refuses
         self._record(original, "super-init", ASGD_TARGET[1], "arguments of the averaged-SGD base", fates)
         if skip == 1:
-            AddImportsVisitor.add_needed_import(self.context, ASGD_TARGET[0])
-            func = updated.func.with_changes(value=expr(ASGD_TARGET[1]))  # type: ignore[union-attr]
-            return updated.with_changes(func=func, args=args)
-        return updated.with_changes(args=args)
+            func = func.with_changes(value=self._import(ASGD_TARGET[1]))  # type: ignore[union-attr]
+        return updated.with_changes(func=func, args=args)
 
-    # ------------------------------------------------------------------ visits
+    # ------------------------------------------------------------------ calls and references
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
-        if (
-            not self._names_class(node.func)
-            and isinstance(node.func, cst.Name)
-            and node.func.value in ("isinstance", "issubclass")
-            and len(node.args) == 2
-        ):
+        if m.matches(node, _TYPE_CHECK) and not self._names_class(node.func):
             self._typed_args.add(id(node.args[1].value))
-        if self._super_init_skip(node) == 1 and isinstance(node.func, cst.Attribute):
-            self._handled.add(id(node.func.value))
+        if self._super_init_skip(node) == 1:
+            self._handled.add(id(node.func.value))  # type: ignore[attr-defined]
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         if self._names_class(original_node.func):
@@ -162,11 +291,23 @@ class TorchToPaddle(TorchCallRewrite):
         self._typed_context -= 1
         return updated_node
 
-    # ------------------------------------------------------------------ bare references
-    def _reference_target(self, original: cst.BaseExpression) -> tuple[str, str]:
+    def reference_target(self, original: cst.BaseExpression) -> tuple[str, str]:  # noqa: D102
         if self._typed_context > 0 or id(original) in self._typed_args:
             return ASGD_TARGET[1], "type check/annotation: the Paddle class"
         return TORCH_ASGD_CLASS, "bare reference: TorchASGD takes torch's arguments when called later"
+
+    # ------------------------------------------------------------------ param_groups
+    def _wraps_param_groups(self, key: str) -> bool:
+        """Whether ``key.param_groups`` needs :func:`.runtime.param_groups`.
+
+        In a program that uses torch's ASGD, any expression not known to hold only an ASGD may hold a
+        Paddle optimizer once PaConvert has run (the AWD-LSTM habit asks ``'t0' in
+        optimizer.param_groups[0]`` of a ``torch.optim.SGD``, however the ASGD is later made), and Paddle
+        optimizers have no ``param_groups``. The helper returns ``param_groups`` itself where it exists.
+        """
+        if key == "self" and self._in_asgd_subclass():
+            return False  # inside an ASGD subclass: self is the averaged-SGD optimizer
+        return self.analysis.mentions and self.analysis.assigned.get(key) != {"asgd"}
 
     def leave_Attribute(
         self, original_node: cst.Attribute, updated_node: cst.Attribute
@@ -176,15 +317,15 @@ class TorchToPaddle(TorchCallRewrite):
             and self._wraps_param_groups(self._code(original_node.value))
             and not isinstance(self.get_metadata(ParentNodeProvider, original_node, None), cst.AssignTarget)
         ):
-            AddImportsVisitor.add_needed_import(self.context, RUNTIME_MODULE)
+            owner = self._code(original_node.value)
             self._record(
                 original_node,
                 "param_groups",
                 PARAM_GROUPS_HELPER,
-                f"{self._code(original_node.value)} may hold a Paddle optimizer (no param_groups)",
+                f"{owner} may hold a Paddle optimizer (no param_groups)",
             )
             return cst.Call(
-                func=expr(PARAM_GROUPS_HELPER),
+                func=self._import(PARAM_GROUPS_HELPER),
                 args=[cst.Arg(updated_node.value)],
                 lpar=updated_node.lpar,
                 rpar=updated_node.rpar,

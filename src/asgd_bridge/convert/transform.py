@@ -1,6 +1,7 @@
 """The converter's entry point: :func:`convert_source` runs one direction's codemod over one file's text.
 
-The rules live in :mod:`.to_paddle_calls`, :mod:`.to_paddle` and :mod:`.to_torch`; this module only picks one.
+Each direction's codemod lives in one module (:mod:`.to_paddle`, :mod:`.to_torch`), driven by the rows of
+:mod:`.rules`; this module only picks one.
 """
 
 from __future__ import annotations
