@@ -41,6 +41,7 @@ __all__ = [
     "Run",
     "SAG_INFO",
     "Snapshot",
+    "case_id",
     "cases_for",
     "make_problem",
     "reference_run",
@@ -49,7 +50,8 @@ __all__ = [
 # --------------------------------------------------------------------------- rows
 
 
-def _describe(kwargs: dict[str, Any]) -> str:
+def case_id(kwargs: dict[str, Any]) -> str:
+    """A readable pytest id for a row of arguments."""
     return ",".join(f"{k}={v}" for k, v in kwargs.items()) or "defaults"
 
 
@@ -62,7 +64,7 @@ class Case:
 
     @property
     def id(self) -> str:
-        return self.desc or _describe(self.kwargs)
+        return self.desc or case_id(self.kwargs)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ErrorInput:
 
     @property
     def id(self) -> str:
-        return self.desc or _describe(self.kwargs)
+        return self.desc or case_id(self.kwargs)
 
 
 @dataclass(frozen=True)
