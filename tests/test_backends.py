@@ -31,6 +31,8 @@ from optim_info import (
 )
 
 warnings.filterwarnings("ignore", message="Accumulating with FP16/BF16")
+#: the fused rows must run the kernel, not fall back to the foreach path
+pytestmark = pytest.mark.filterwarnings("error:.*updated by the foreach path:RuntimeWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The specification checked against what it claims in closed form (no framework involved)."""
+"""The specification checked against what it claims in closed form (no framework computes anything here)."""
 
 from __future__ import annotations
 
