@@ -1,11 +1,12 @@
-"""The fused averaged-SGD step (asgd_bridge.torch._fused) against the spec and torch.optim.ASGD.
+"""The fused averaged-SGD step (asgd_bridge.torch._fused): the kernel, its build, fallbacks and other paths.
 
 Tolerances (documented in docs/benchmarks.md too):
 
 * float64 parameters and state vs ``reference.asgd_step``: rtol 1e-12 (the kernel may contract
-  ``p * keep - eta * g`` into one FMA; nothing else differs).
-* float32 / complex64 vs ``torch.optim.ASGD(foreach=False)``: rtol 1e-5, atol 1e-6 after 6 steps
-  (torch rounds after the multiply and after the add; the kernel rounds once).
+  ``p * keep - eta * g`` into one FMA; nothing else differs) -- ``ASGD(fused=True)`` in the table
+  (``optim_info``, run by ``test_backends.py``), every case and fix, with eta/mu/step.
+* float32 / complex64 vs ``torch.optim.ASGD(foreach=False)``: rtol 1e-5 after 6 steps, eta/mu/step
+  exactly (torch rounds after the multiply and after the add; the kernel rounds once) -- the table too.
 * bfloat16 / float16 vs the float64 reference rounded to the storage dtype after every step: one
   unit in the last place at the values' scale, ``rtol = atol / max|p| = eps`` (the kernel computes
   in float32 and rounds once on store, so a double rounding can differ by one ulp).
@@ -20,12 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from matrix import ASGD_CASES, FIXES, SHAPES, case_id
+from optim_info import ASGD_INFO, case_id, cases_for, reference_run
 
 from asgd_bridge import reference as ref
 from asgd_bridge.torch import _fused
 
 STEPS = 6
+ASGD_CASES = [c.kwargs for c in cases_for("torch.ASGD(fused)")]
+FIXES = ASGD_INFO.fixes
 HP_DEFAULTS = {"lr": 1e-2, "lambd": 1e-4, "alpha": 0.75, "t0": 1e6, "weight_decay": 0.0, "maximize": False}
 
 
@@ -59,15 +62,13 @@ def run_fused(params: list[Any], grads: list[list[Any]], hp: dict[str, Any], sdt
 
 
 def run_reference(p0: np.ndarray, grads: list[np.ndarray], hp: dict[str, Any], round_to: Any = None):
-    """The spec's trajectory; ``round_to`` (a torch dtype) rounds p and ax after every step."""
-    full = {**HP_DEFAULTS, **hp}
-    p, state = p0.copy(), ref.asgd_init(p0, full["lr"])
-    for t, g in enumerate(grads):
-        p, state = ref.asgd_step(p, g, state, **{**full, "lr": lr_at(full["lr"], t)})
-        if round_to is not None:
-            p = torch.from_numpy(p).to(round_to).double().numpy()
-            state = state._replace(ax=torch.from_numpy(state.ax).to(round_to).double().numpy())
-    return p, state
+    """The spec's trajectory (``optim_info.reference_run``) with the lr of :func:`lr_at`; ``round_to``
+    (a torch dtype) rounds p and ax after every step."""
+    lr = {**HP_DEFAULTS, **hp}["lr"]
+    rnd = None if round_to is None else (lambda x: torch.from_numpy(x).to(round_to).double().numpy())
+    lrs = [lr_at(lr, t) for t in range(len(grads))]
+    params, states = reference_run(ASGD_INFO, [p0], [[g] for g in grads], hp, lrs, round_to=rnd)[-1]
+    return params[0], ref.ASGDState(**states[0])
 
 
 def _fixes(hp: dict[str, Any]) -> dict[str, bool]:
@@ -79,65 +80,6 @@ def test_kernel_builds_with_openmp() -> None:
     assert _fused.load_cpu_kernel() is not None
     info = _fused.build_info()
     assert info.openmp and info.path and not info.error
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)
-@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
-def test_float64_matches_reference(case: dict, fix: dict, shape: tuple, rng: np.random.Generator) -> None:
-    hp = {**case, **fix}
-    p0 = rng.normal(size=shape)
-    grads = [rng.normal(size=shape) for _ in range(STEPS)]
-    p = torch.tensor(p0)
-    axs = run_fused([p], [[torch.tensor(g)] for g in grads], hp, sdtype=torch.float64)
-    want_p, want = run_reference(p0, grads, hp)
-    np.testing.assert_allclose(p.numpy(), want_p, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(axs[0].numpy(), want.ax, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)
-@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
-def test_state_schedule_matches_reference(case: dict, fix: dict, rng: np.random.Generator) -> None:
-    hp = {**case, **fix}
-    p0 = rng.normal(size=3)
-    grads = [rng.normal(size=3) for _ in range(STEPS)]
-    p = torch.tensor(p0)
-    full = {**HP_DEFAULTS, **hp}
-    axs, mus, etas, steps = new_state([p], full["lr"], torch.float64)
-    for t, g in enumerate(grads):
-        _fused.fused_asgd_(
-            [p], [torch.tensor(g)], axs, mus, etas, steps,
-            lr=lr_at(full["lr"], t), lambd=full["lambd"], alpha=full["alpha"], t0=full["t0"],
-            weight_decay=full["weight_decay"], maximize=full["maximize"], **_fixes(hp),
-        )  # fmt: skip
-    _, want = run_reference(p0, grads, hp)
-    assert steps[0].item() == want.step
-    assert etas[0].item() == pytest.approx(want.eta, rel=1e-15)
-    assert mus[0].item() == pytest.approx(want.mu, rel=1e-15)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
-@pytest.mark.parametrize("dtype", ["float32", "complex64"])
-def test_matches_torch_for_loop(case: dict, shape: tuple, dtype: str) -> None:
-    gen = torch.Generator().manual_seed(1)
-    dt = getattr(torch, dtype)
-    p0 = torch.randn(shape, dtype=dt, generator=gen)
-    grads = [torch.randn(shape, dtype=dt, generator=gen) for _ in range(STEPS)]
-    full = {**HP_DEFAULTS, **case}
-    theirs = p0.clone().requires_grad_()
-    opt = torch.optim.ASGD([theirs], foreach=False, **full)
-    ours = p0.clone()
-    axs, mus, etas, steps = new_state([ours], full["lr"])
-    for g in grads:
-        theirs.grad = g.clone()
-        opt.step()
-        _fused.fused_asgd_([ours], [g.clone()], axs, mus, etas, steps, **full)
-    st = opt.state[theirs]
-    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(axs[0], st["ax"], rtol=1e-5, atol=1e-6)
-    for mine, key in ((steps, "step"), (etas, "eta"), (mus, "mu")):
-        torch.testing.assert_close(mine[0], st[key], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)

@@ -1,19 +1,20 @@
-"""The specification checked against what it claims in closed form (no framework involved)."""
+"""The specification checked against what it claims in closed form (no framework computes anything here)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from optim_info import ASGD_INFO, reference_run
 
 from asgd_bridge import reference as ref
 
 
 def run_asgd(grads, p0, **hp):
-    p, state, iterates = p0.copy(), ref.asgd_init(p0, hp.get("lr", 1e-2)), []
-    for g in grads:
-        p, state = ref.asgd_step(p, g, state, **hp)
-        iterates.append(p)
-    return p, state, iterates
+    """The last parameter, its state and every iterate, from the one reference runner (constant lr)."""
+    lr = hp.get("lr", ASGD_INFO.defaults["lr"])
+    snaps = reference_run(ASGD_INFO, [p0], [[g] for g in grads], hp, [lr] * len(grads))
+    iterates = [ps[0] for ps, _ in snaps]
+    return iterates[-1], ref.ASGDState(**snaps[-1][1][0]), iterates
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""SAG in torch and Paddle, against the float64 reference and against paddle.optimizer.ASGD itself.
-
-Every case of ``SAG_CASES`` runs on every shape of ``SHAPES`` for both backends.
+"""SAG in torch and Paddle: what is particular to each (multi precision, host syncs, state-dict formats,
+groups and schedulers, AMP). The shared table (``optim_info``: every case against the reference and
+against paddle.optimizer.ASGD, state-dict round trips, bad arguments) runs in ``test_backends.py``.
 """
 
 from __future__ import annotations
@@ -12,79 +12,27 @@ import numpy as np
 import paddle
 import pytest
 import torch
-from matrix import SAG_CASES, SHAPES, case_id
+from optim_info import BY_NAME
 
 from asgd_bridge import reference as ref
-from asgd_bridge.hyperparams import SAG_DEFAULTS
 from asgd_bridge.paddle import SAG as PaddleSAG
-from asgd_bridge.paddle.sag import clip_from_spec, regularizer_from_spec
 from asgd_bridge.torch import SAG as TorchSAG
 
 paddle.set_device("cpu")
 warnings.filterwarnings("ignore", message="Accumulating with FP16/BF16")
 
 BACKENDS = ["torch", "paddle"]
-STEPS = 7
-#: a second parameter in every run, so the global-norm clip really is over several tensors
-EXTRA_SHAPE = (5,)
+
+
+def Run(backend: str, params0: list[np.ndarray], case: dict[str, Any], dtype: str) -> Any:
+    """The shared driver (``optim_info``) of ``asgd_bridge.<backend>.SAG``, or of the real
+    ``paddle.optimizer.ASGD`` for ``"paddle-asgd"``, on one param group."""
+    name = "paddle.optimizer.ASGD" if backend == "paddle-asgd" else f"{backend}.SAG"
+    return BY_NAME[name].make(params0, case, dtype, groups=False)
 
 
 def _gradients(rng: np.random.Generator, shapes: list[tuple[int, ...]], steps: int) -> list[list[np.ndarray]]:
     return [[rng.standard_normal(s) for s in shapes] for _ in range(steps)]
-
-
-# --------------------------------------------------------------------------- backend drivers
-
-
-class Run:
-    """One optimizer on some parameters; ``step(grads)`` sets the gradients and steps."""
-
-    def __init__(self, backend: str, params0: list[np.ndarray], case: dict[str, Any], dtype: str) -> None:
-        self.backend = backend
-        kw = dict(case)
-        lr = kw.pop("lr", SAG_DEFAULTS["lr"])
-        if backend == "torch":
-            self.params = [torch.nn.Parameter(torch.tensor(p, dtype=getattr(torch, dtype))) for p in params0]
-            self.opt = TorchSAG(self.params, lr=lr, **kw)
-        elif backend == "paddle":
-            self.params = [_paddle_param(p, dtype) for p in params0]
-            self.opt = PaddleSAG(learning_rate=lr, parameters=self.params, **kw)
-        else:  # the real paddle.optimizer.ASGD, fed -grad for maximize (it has no such option)
-            self.negate = bool(kw.pop("maximize", False))
-            self.params = [_paddle_param(p, dtype) for p in params0]
-            wd = kw.pop("weight_decay", None)
-            self.opt = paddle.optimizer.ASGD(
-                learning_rate=lr,
-                parameters=self.params,
-                weight_decay=regularizer_from_spec(wd) if isinstance(wd, tuple) else wd,
-                grad_clip=clip_from_spec(kw.pop("grad_clip", None)),
-                **kw,
-            )
-
-    def step(self, grads: list[np.ndarray]) -> None:
-        if self.backend == "torch":
-            for p, g in zip(self.params, grads, strict=True):
-                p.grad = torch.tensor(g, dtype=p.dtype)
-            self.opt.step()
-        else:
-            sign = -1.0 if getattr(self, "negate", False) else 1.0
-            loss = sum(
-                (p.astype("float32") * paddle.to_tensor(sign * g, dtype="float32")).sum()
-                if p.dtype in (paddle.float16, paddle.bfloat16)
-                else (p * paddle.to_tensor(sign * g, dtype=p.dtype)).sum()
-                for p, g in zip(self.params, grads, strict=True)
-            )
-            loss.backward()
-            self.opt.step()
-            self.opt.clear_grad()
-
-    def values(self) -> list[np.ndarray]:
-        if self.backend == "torch":
-            return [
-                p.detach().float().numpy() if p.dtype in (torch.bfloat16,) else p.detach().numpy()
-                for p in self.params
-            ]
-        return [p.astype("float32").numpy() if p.dtype == paddle.bfloat16 else p.numpy() for p in self.params]
 
 
 def _paddle_param(value: np.ndarray, dtype: str) -> paddle.Tensor:
@@ -94,68 +42,8 @@ def _paddle_param(value: np.ndarray, dtype: str) -> paddle.Tensor:
     )
 
 
-def reference_run(
-    params0: list[np.ndarray], grads_seq: list[list[np.ndarray]], case: dict[str, Any]
-) -> list[np.ndarray]:
-    """The specification: ``prepare_gradients`` (negate, clip, regularise), then ``sag_step``."""
-    lr = case.get("lr", 1e-3)
-    n = case.get("batch_num", 1)
-    kind, coeff = ("l2", 0.0)
-    wd = case.get("weight_decay")
-    if isinstance(wd, tuple):
-        kind, coeff = wd
-    elif wd:
-        coeff = wd
-    params = [p.astype(np.float64) for p in params0]
-    states = [ref.sag_init(p, n) for p in params]
-    for grads in grads_seq:
-        gs = ref.prepare_gradients(
-            params,
-            grads,
-            maximize=bool(case.get("maximize")),
-            grad_clip=case.get("grad_clip"),
-            regularizer=(kind, coeff),
-        )
-        out = [ref.sag_step(p, g, s, lr=lr) for p, g, s in zip(params, gs, states, strict=True)]
-        params, states = [o[0] for o in out], [o[1] for o in out]
-    return params
-
-
-# --------------------------------------------------------------------------- the matrix
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("case", SAG_CASES, ids=case_id)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_reference_float64(backend: str, case: dict, shape: tuple) -> None:
-    rng = np.random.default_rng(1)
-    shapes = [shape, EXTRA_SHAPE]
-    params0 = [rng.standard_normal(s) for s in shapes]
-    grads_seq = _gradients(rng, shapes, STEPS)
-    run = Run(backend, params0, case, "float64")
-    for grads in grads_seq:
-        run.step(grads)
-    expected = reference_run(params0, grads_seq, case)
-    for got, want in zip(run.values(), expected, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("case", SAG_CASES, ids=case_id)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_paddle_asgd_float32(backend: str, case: dict, shape: tuple) -> None:
-    rng = np.random.default_rng(2)
-    shapes = [shape, EXTRA_SHAPE]
-    params0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    grads_seq = _gradients(rng, shapes, STEPS)
-    ours, theirs = Run(backend, params0, case, "float32"), Run("paddle-asgd", params0, case, "float32")
-    for grads in grads_seq:
-        grads = [g.astype(np.float32) for g in grads]
-        ours.step(grads)
-        theirs.step(grads)
-    for got, want, p0 in zip(ours.values(), theirs.values(), params0, strict=True):
-        assert not np.array_equal(want, p0)  # the run moved the parameters
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+# --------------------------------------------------------------------------- closed forms
+# (every case against the reference and against paddle.optimizer.ASGD: test_backends.py)
 
 
 def test_maximize_negates_before_clip_and_decay() -> None:
@@ -291,28 +179,16 @@ def test_paddle_composed_path_equals_fused_kernel(monkeypatch: pytest.MonkeyPatc
 # --------------------------------------------------------------------------- state dicts
 
 
-def test_torch_state_dict_round_trip(tmp_path: Any) -> None:
+def test_torch_state_dict_format() -> None:
+    # (the round trip mid-run through torch.save: test_backends.py)
     rng = np.random.default_rng(8)
-    p0 = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
-    grads = _gradients(rng, [(3, 4), (5,)], 10)
     case = {"lr": 0.05, "batch_num": 3, "grad_clip": ("global_norm", 1.0), "weight_decay": ("l1", 0.01)}
-    whole = Run("torch", p0, case, "float64")
-    first = Run("torch", p0, case, "float64")
-    for g in grads:
-        whole.step(g)
-    for g in grads[:4]:
+    first = Run("torch", [rng.standard_normal((3, 4)), rng.standard_normal(5)], case, "float64")
+    for g in _gradients(rng, [(3, 4), (5,)], 4):
         first.step(g)
     sd = first.opt.state_dict()
     assert set(sd["state"][0]) == {"d", "y", "m"} and sd["state"][0]["m"] == 4
     assert sd["state"][0]["y"].shape == (3, 3, 4)
-    torch.save(sd, tmp_path / "sag.pt")
-    second = Run("torch", [v.copy() for v in first.values()], {**case, "lr": 0.9}, "float64")
-    second.opt.load_state_dict(torch.load(tmp_path / "sag.pt", weights_only=True))
-    assert second.opt.param_groups[0]["lr"] == 0.05
-    for g in grads[4:]:
-        second.step(g)
-    for a, b in zip(second.values(), whole.values(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_torch_multi_precision_state_survives_load() -> None:
@@ -330,28 +206,16 @@ def test_torch_multi_precision_state_survives_load() -> None:
     torch.testing.assert_close(st["master"], opt.state[p]["master"])
 
 
-def test_paddle_state_dict_loads_into_fresh_optimizer(tmp_path: Any) -> None:
+def test_paddle_state_dict_format() -> None:
+    # (the round trip mid-run through paddle.save into fresh parameters: test_backends.py)
     rng = np.random.default_rng(9)
-    p0 = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
-    grads = _gradients(rng, [(3, 4), (5,)], 10)
     case = {"lr": 0.05, "batch_num": 3, "grad_clip": ("value", 0.5), "weight_decay": 0.1}
-    whole, first = Run("paddle", p0, case, "float64"), Run("paddle", p0, case, "float64")
-    for g in grads:
-        whole.step(g)
-    for g in grads[:4]:
+    first = Run("paddle", [rng.standard_normal((3, 4)), rng.standard_normal(5)], case, "float64")
+    for g in _gradients(rng, [(3, 4), (5,)], 4):
         first.step(g)
     sd = first.opt.state_dict()
     assert sd["param_groups"][0]["grad_clip"] == ("value", -0.5, 0.5)
     assert sd["param_groups"][0]["weight_decay"] == 0.1 and sd["param_groups"][0]["params"] == [0, 1]
-    paddle.save(sd, str(tmp_path / "sag.pdopt"))
-    # fresh parameters: new names, as in a new process
-    second = Run("paddle", [v.copy() for v in first.values()], case, "float64")
-    assert second.params[0].name != first.params[0].name
-    second.opt.set_state_dict(paddle.load(str(tmp_path / "sag.pdopt")))
-    for g in grads[4:]:
-        second.step(g)
-    for a, b in zip(second.values(), whole.values(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_paddle_state_dict_wrong_shape_names_parameter() -> None:
@@ -415,36 +279,7 @@ def test_paddle_param_groups_and_scheduler() -> None:
 
 # --------------------------------------------------------------------------- invalid arguments
 
-BAD = [
-    ({"lr": -0.1}, "learning rate|learning_rate"),
-    ({"batch_num": 0}, "batch_num"),
-    ({"batch_num": 2.5}, "batch_num"),
-    ({"batch_num": True}, "batch_num"),
-    ({"weight_decay": -1.0}, "weight_decay"),
-    ({"weight_decay": ("l3", 0.1)}, "weight_decay"),
-    ({"weight_decay": "0.1"}, "weight_decay"),
-    ({"grad_clip": ("max", 1.0)}, "grad_clip"),
-    ({"grad_clip": ("norm", 0.0)}, "grad_clip"),
-    ({"grad_clip": ("value", 1.0, -1.0)}, "grad_clip"),
-    ({"grad_clip": 1.0}, "grad_clip"),
-    ({"lr": float("inf")}, "learning rate|learning_rate"),
-    ({"maximize": "no"}, "maximize"),
-    ({"multi_precision": 1}, "multi_precision"),
-    ({"check_memory": "off"}, "check_memory"),
-]
-
-
-@pytest.mark.parametrize(("kwargs", "word"), BAD, ids=lambda v: str(v))
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_invalid_arguments(backend: str, kwargs: dict, word: str) -> None:
-    with pytest.raises(ValueError, match=word):
-        if backend == "torch":
-            kw = dict(kwargs)
-            TorchSAG([torch.nn.Parameter(torch.ones(2))], **kw)
-        else:
-            kw = dict(kwargs)
-            lr = kw.pop("lr", 1e-3)
-            PaddleSAG(learning_rate=lr, parameters=[_paddle_param(np.ones(2), "float32")], **kw)
+# (the bad-argument rows of both classes: optim_info.SAG_INFO.error_inputs, run in test_backends.py)
 
 
 def test_paddle_rejects_custom_regulariser_type() -> None:

@@ -1,7 +1,11 @@
-"""asgd_bridge.torch.ASGD against the real torch.optim.ASGD (differential) and the NumPy reference.
+"""asgd_bridge.torch.ASGD against the real torch.optim.ASGD (differential) and the NumPy reference: what is
+particular to torch (schedulers, tensor lr, capturable / differentiable / fused flags, interop of state
+dicts with torch's class, torch's exact error messages, deepcopy and pickle, hooks).
 
-Bit-identity (``torch.equal``) is required wherever both run the same path; the foreach path against
-the for-loop agrees within ``FOREACH_TOL`` (relative to the largest magnitude).
+Bit-identity (``torch.equal``) is required wherever both run the same path. The case x dtype matrices
+(against torch.optim.ASGD bit for bit, foreach against the for-loop, against the reference with every
+fix), the own state-dict round trip and the bad-argument rows are the table's (``optim_info``), run by
+``test_backends.py`` for every backend.
 """
 
 from __future__ import annotations
@@ -17,28 +21,20 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from matrix import ASGD_CASES, FIXES, SHAPES, case_id
+from optim_info import ASGD_INFO, case_id, cases_for, reference_run
 from torch.optim import lr_scheduler
 
-from asgd_bridge import reference as ref
 from asgd_bridge.torch import ASGD
 
 TorchASGD = torch.optim.ASGD
 
-DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.complex64]
-
-#: foreach (p - eta * (g + lambd p), eta in float32 arithmetic) against the for-loop, relative to the
-#: largest magnitude, after 8 steps. Measured worst cases: f32/c64 2e-7, f64 4e-8 (eta is a float32
-#: scalar unless the default dtype is float64), f16 2e-3, bf16 1.3e-2.
-FOREACH_TOL = {
-    torch.float32: 1e-6,
-    torch.complex64: 1e-6,
-    torch.float64: 1e-6,
-    torch.float16: 1e-2,
-    torch.bfloat16: 5e-2,
-}
-
 STEPS = 8
+SHAPES = [(), (5,), (3, 4), (2, 3, 4)]
+#: the rows of the table that torch's class takes (the table's own, then torch's optim_inputs_func_asgd)
+ASGD_CASES = [c.kwargs for c in cases_for("torch.ASGD(loop)")]
+#: the row with every hyperparameter set
+FULL_CASE = {"lr": 0.3, "lambd": 0.1, "alpha": 1.0, "t0": 5, "weight_decay": 0.01}
+FIXES = ASGD_INFO.fixes
 
 # --------------------------------------------------------------------------- helpers
 
@@ -149,33 +145,7 @@ def assert_same_state(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> Non
             assert u.dtype == v.dtype and torch.equal(u, v), (k, key)
 
 
-# --------------------------------------------------------------------------- the differential matrix
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
-@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
-def test_matches_torch_bit_for_bit(case, foreach, dtype):
-    # Several shapes in two param groups, a parameter with its own step count, one never stepped.
-    p0s = initial_params(dtype)
-    grads = gradients(p0s, STEPS)
-    hp = {**case, "foreach": foreach}
-    ours, opt, params = run(ASGD, p0s, grads, hp)
-    theirs, topt, _ = run(TorchASGD, p0s, grads, hp)
-    assert_identical(ours, theirs)
-    assert_same_state(opt, topt)
-    assert opt.state[params[1]]["step"].item() == STEPS - len(range(1, STEPS, 3))
-    assert params[-1] not in opt.state and torch.equal(params[-1].detach(), p0s[-1])
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", ASGD_CASES[::2], ids=case_id)
-def test_foreach_agrees_with_loop(case, dtype):
-    p0s = initial_params(dtype)
-    grads = gradients(p0s, STEPS)
-    loop, _, _ = run(ASGD, p0s, grads, {**case, "foreach": False})
-    multi, _, _ = run(ASGD, p0s, grads, {**case, "foreach": True})
-    assert_close_rel(loop, multi, FOREACH_TOL[dtype])
+# --------------------------------------------------------------------------- the fixes
 
 
 @pytest.mark.parametrize("fix", FIXES, ids=case_id)
@@ -291,13 +261,13 @@ def _continue_after_reload(
     return before + after, reference
 
 
-TORCH_KEYS = set(ASGD_CASES[-1]) | {"foreach", "maximize", "differentiable", "capturable"}
+TORCH_KEYS = set(FULL_CASE) | {"foreach", "maximize", "differentiable", "capturable"}
 
 
 @pytest.mark.parametrize("via_bytes", [False, True], ids=["in_memory", "torch.save"])
-@pytest.mark.parametrize("direction", ["ours->torch", "torch->ours", "ours->ours"])
+@pytest.mark.parametrize("direction", ["ours->torch", "torch->ours"])  # ours->ours: test_backends.py
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64], ids=str)
-@pytest.mark.parametrize("case", [ASGD_CASES[3], ASGD_CASES[7], ASGD_CASES[8]], ids=case_id)
+@pytest.mark.parametrize("case", [ASGD_CASES[3], ASGD_CASES[7], FULL_CASE], ids=case_id)
 def test_state_dict_round_trip_continues_identically(case, dtype, direction, via_bytes):
     first, second = {"ours->torch": (ASGD, TorchASGD), "torch->ours": (TorchASGD, ASGD),
                      "ours->ours": (ASGD, ASGD)}[direction]  # fmt: skip
@@ -382,38 +352,10 @@ def test_hypothesis_hyperparameters_and_shapes_match_torch(
 
 
 def _reference_run(p0s, grads, hp, lrs):
-    out, ps, states = [], [p.numpy().copy() for p in p0s], [None] * len(p0s)
-    for t, row in enumerate(grads):
-        for i, g in enumerate(row):
-            if g is None:
-                continue
-            if states[i] is None:
-                states[i] = ref.asgd_init(ps[i], lrs[t])
-            ps[i], states[i] = ref.asgd_step(ps[i], g.numpy(), states[i], **{**hp, "lr": lrs[t]})
-        out.append(([p.copy() for p in ps], [None if s is None else s.ax.copy() for s in states]))
-    return out
-
-
-@pytest.mark.usefixtures("torch_float64_default")
-@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128], ids=str)
-@pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
-@pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)
-@pytest.mark.parametrize("case", ASGD_CASES, ids=case_id)
-def test_matches_numpy_reference(case, fix, foreach, dtype):
-    p0s = initial_params(dtype)
-    grads = gradients(p0s, STEPS)
-    lrs = [float(case.get("lr", 1e-2)) * f for f in (1, 1, 1, 2, 2, 0.5, 0.5, 0.25)]
-    lr_at = dict(enumerate(lrs))
-    params = [torch.nn.Parameter(p.clone()) for p in p0s]
-    opt = ASGD(params, **case, **fix, foreach=foreach)
-    ours, _, _ = run(ASGD, p0s, grads, {}, lr_at=lr_at, opt_and_params=(opt, params))
-    want = _reference_run(p0s, grads, {k: v for k, v in {**case, **fix}.items() if k != "lr"}, lrs)
-    tol = 1e-12 if not foreach else 1e-10  # foreach: p - eta * (g + lambd p), a different rounding
-    for (ps, axs), (wps, waxs) in zip(ours, want, strict=True):
-        for u, w in [*zip(ps, wps, strict=True), *zip(axs, waxs, strict=True)]:
-            assert (u is None) == (w is None)
-            if u is not None:
-                np.testing.assert_allclose(u.numpy(), w, rtol=tol, atol=tol)
+    """``optim_info.reference_run`` (one group) as snapshots of this file: (params, axs) per step."""
+    as_np = [[None if g is None else g.numpy() for g in row] for row in grads]
+    snaps = reference_run(ASGD_INFO, [p.numpy() for p in p0s], as_np, hp, lrs)
+    return [(ps, [None if st is None else st["ax"] for st in sts]) for ps, sts in snaps]
 
 
 @settings(max_examples=20, deadline=None)
@@ -481,15 +423,6 @@ def test_wrong_types_fail_with_torchs_error_type_and_message(kwargs):
     assert errors[0] == errors[1]
 
 
-BAD_SCHEDULE_VALUES = [-1e-3, -1, float("nan"), float("-inf"), "0.1", None, True, torch.tensor(-1.0),
-                       torch.tensor([0.1, 0.2]), np.float32(-0.5)]  # fmt: skip
-
-
-@pytest.mark.parametrize("name", ["lambd", "alpha", "t0"])
-@pytest.mark.parametrize("value", BAD_SCHEDULE_VALUES, ids=repr)
-def test_bad_lambd_alpha_t0_are_refused_naming_the_argument(name, value):
-    with pytest.raises(ValueError, match=f"^Invalid {name} value: "):
-        ASGD([torch.nn.Parameter(torch.zeros(2))], **{name: value})
 
 
 @pytest.mark.parametrize("name", ["lambd", "alpha"])
@@ -591,7 +524,7 @@ def test_capturable_paths_match_torch(case, foreach):
 @pytest.mark.parametrize("foreach", [False, True], ids=["loop", "foreach"])
 @pytest.mark.parametrize("fix", FIXES, ids=case_id)
 def test_capturable_fixes_match_numpy_reference(fix, foreach):
-    case = ASGD_CASES[-1]
+    case = FULL_CASE
     p0s = initial_params(torch.float64)
     grads = gradients(p0s, STEPS)
     lrs = [0.3, 0.3, 0.6, 0.6, 0.15, 0.15, 0.15, 0.05]
