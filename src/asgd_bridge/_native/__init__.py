@@ -37,7 +37,7 @@ Native code runs with the user's rights and reads raw addresses, so two things m
 caller proves before every launch what the kernel's docstring requires (for
 :func:`~asgd_bridge._native.asgd.asgd_step`: dense buffers of the stated element count and dtype,
 laid out alike, in host memory). ``asgd_bridge.torch._fused`` does this per tensor per step with
-attribute reads only (about a microsecond per tensor): plain ``torch.Tensor``/``Parameter``
+attribute reads only (a few microseconds per tensor): plain ``torch.Tensor``/``Parameter``
 (DTensors are unwrapped to their local shard and checked the same way), strided, not meta, one
 storage dtype per launch (complex counted as twice as many real elements), equal numel, dtype,
 device and strides for ``p``, ``grad`` and ``ax``, 1-element CPU float scalars for the schedule.

@@ -161,12 +161,16 @@ def cache_dir() -> tuple[Path, str | None]:
         else:
             try:
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _check_dir(path)
-                return path, None
             except OSError as e:
                 reason = f"cannot be created ({type(e).__name__}: {e.strerror or e})"
-            except _Untrusted as e:
-                reason = str(e)
+            else:
+                try:
+                    _check_dir(path)
+                    return path, None
+                except OSError as e:
+                    reason = f"cannot be checked ({type(e).__name__}: {e.strerror or e})"
+                except _Untrusted as e:
+                    reason = str(e)
         if _tmp is None:
             try:
                 tmp = tempfile.mkdtemp(prefix="asgd_bridge-")
@@ -309,18 +313,19 @@ def build_shared_library(
         stem = f"{name}_{key}"
         t0 = time.perf_counter()
         with _lock:
-            found = _cached(directory, stem)
-            cached = found is not None
-            if found is None:
-                built = directory / f"{stem}.{os.getpid()}.{threading.get_ident()}.build.so"
-                try:
+            try:
+                found = _cached(directory, stem)
+                cached = found is not None
+                if found is None:
+                    built = directory / f"{stem}.{os.getpid()}.{threading.get_ident()}.build.so"
                     ok, err = compile_to(source, built, cc, flags)
-                except OSError as e:
-                    ok, err = False, f"writing into {directory}: {e}"
-                if not ok:
-                    errors.append(err)
-                    continue
-                found = _install(directory, stem, built)
+                    if not ok:
+                        errors.append(err)
+                        continue
+                    found = _install(directory, stem, built)
+            except OSError as e:  # a full disk, a directory changed under us: never out of step()
+                errors.append(f"writing into {directory}: {type(e).__name__}: {e}")
+                continue
         build_s = 0.0 if cached else time.perf_counter() - t0
         t1 = time.perf_counter()
         try:
