@@ -217,11 +217,12 @@ def _cpu_key(
     if type(step) not in _PLAIN or type(eta) not in _PLAIN or type(mu) not in _PLAIN:
         return None
     dtype, sdtype = p.dtype, step.dtype
-    if g.dtype != dtype or ax.dtype != dtype or eta.dtype != sdtype or mu.dtype != sdtype:
+    # dtypes and layouts are singletons: `is` is the cheap exact test.
+    if g.dtype is not dtype or ax.dtype is not dtype or eta.dtype is not sdtype or mu.dtype is not sdtype:
         return None
     if sdtype not in _STATE_DTYPES or step.numel() != 1 or eta.numel() != 1 or mu.numel() != 1:
         return None
-    if p.layout != _strided or g.layout != _strided or ax.layout != _strided:
+    if p.layout is not _strided or g.layout is not _strided or ax.layout is not _strided:
         return None
     if not p.shape == g.shape == ax.shape:
         return None
