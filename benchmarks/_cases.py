@@ -273,7 +273,7 @@ def stream_library() -> Any:
         import ctypes
         from pathlib import Path
 
-        from asgd_bridge.torch._fused import build_shared_library
+        from asgd_bridge._native import build_shared_library
 
         lib = build_shared_library(Path(__file__).with_name("stream.c"), "stream_probe")
         p, i, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64

@@ -421,7 +421,7 @@ def write_docs(doc: dict[str, Any], plot_paths: list[Path], path: Path) -> None:
     L += [
         "## The fused path (`asgd_bridge.torch.ASGD(..., fused=True)`)",
         "",
-        "One pass over memory per tensor: a small C kernel (`src/asgd_bridge/torch/_kernels/asgd_cpu.c`) "
+        "One pass over memory per tensor: a small C kernel (`src/asgd_bridge/_native/asgd_cpu.c`) "
         "reads p, grad and ax once and writes p and ax once, OpenMP over elements, all tensors of a dtype "
         "in one call (a list of pointers, so many small tensors cost one launch). It is built with the "
         "system C compiler on first use (no torch headers, so well under a second) and cached in torch's "

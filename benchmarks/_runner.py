@@ -50,15 +50,16 @@ def setup_frameworks(threads: int) -> dict[str, Any]:
         env["paddle"] = f"missing: {e}"
         print(f"missing: paddle ({e})")
     try:
-        from asgd_bridge.torch import _fused
+        from asgd_bridge._native import asgd as native_asgd
+        from asgd_bridge._native import compile_to
 
         t = time.perf_counter()
-        _fused.load_cpu_kernel()
-        info = _fused.build_info()
+        native_asgd.load_asgd_kernel()
+        info = native_asgd.build_info()
         one_time["fused kernel load, cached or built (s)"] = round(time.perf_counter() - t, 3)
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
-            ok, err = _fused._compile(info.compiler, info.flags, Path(d) / "fresh.so")
+            ok, err = compile_to(native_asgd.SOURCE, Path(d) / "fresh.so", info.compiler, info.flags)
             one_time["fused kernel fresh build (s)"] = round(time.perf_counter() - t, 3) if ok else err
         one_time["fused kernel flags"] = " ".join([info.compiler, *info.flags])
     except Exception as e:  # noqa: BLE001

@@ -24,6 +24,8 @@ import torch
 from optim_info import ASGD_INFO, case_id, cases_for, reference_run
 
 from asgd_bridge import reference as ref
+from asgd_bridge._native import asgd as native_asgd
+from asgd_bridge._native import build as native_build
 from asgd_bridge.torch import _fused
 
 STEPS = 6
@@ -123,7 +125,7 @@ def test_mixed_dtypes_layouts_in_one_call(rng: np.random.Generator) -> None:
     grads = [[like(g, p) for g, p in zip(step, params, strict=True)] for step in gs]
     grads[0][3] = grads[0][3].contiguous()  # a layout that differs from its param's
     with pytest.warns(RuntimeWarning, match="foreach path"):
-        _fused._warned.discard("cpu-rest")
+        native_build._warned.discard("cpu-rest")
         axs = run_fused(params, grads, hp)
     for i, p in enumerate(params):
         want_p, want = run_reference(p0s[i], [g[i] for g in gs], hp)
@@ -144,10 +146,10 @@ def test_falls_back_with_a_warning_when_the_build_fails(monkeypatch: pytest.Monk
     def broken() -> Any:
         raise _fused.FusedUnavailable("no C compiler found (forced by the test)")
 
-    monkeypatch.setattr(_fused, "_load", broken)
-    monkeypatch.setattr(_fused, "_kernel", None)
-    monkeypatch.setattr(_fused, "_kernel_error", None)
-    monkeypatch.setattr(_fused, "_warned", set())
+    monkeypatch.setattr(native_asgd, "_load", broken)
+    monkeypatch.setattr(native_asgd, "_kernel", None)
+    monkeypatch.setattr(native_asgd, "_kernel_error", None)
+    monkeypatch.setattr(native_build, "_warned", set())
     hp = {"lr": 0.1, "lambd": 0.01, "alpha": 0.5, "t0": 2, "weight_decay": 0.01, "bottou_average": True}
     p0 = rng.normal(size=(3, 4))
     grads = [rng.normal(size=(3, 4)) for _ in range(STEPS)]
@@ -166,7 +168,7 @@ def test_compiler_errors_are_reported(monkeypatch: pytest.MonkeyPatch, tmp_path)
     monkeypatch.setenv("CC", "false")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     with pytest.raises(_fused.FusedUnavailable, match="could not build the CPU kernel"):
-        _fused._load()
+        native_asgd._load()
 
 
 @pytest.mark.parametrize("fix", [{}, *FIXES], ids=case_id)
@@ -224,8 +226,8 @@ def test_build_shared_library_builds_other_sources(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
     src = tmp_path / "twice.c"
     src.write_text("int twice(int x) { return 2 * x; }\n")
-    lib = _fused.build_shared_library(src, "twice")
+    lib = native_build.build_shared_library(src, "twice")
     assert lib.twice(21) == 42
     info = lib.asgd_build_info
     assert not info.cached and Path(info.path).name.startswith("twice_")
-    assert _fused.build_shared_library(src, "twice").asgd_build_info.cached
+    assert native_build.build_shared_library(src, "twice").asgd_build_info.cached

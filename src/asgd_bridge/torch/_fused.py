@@ -5,10 +5,10 @@ fp32 element, the floor of this update). The math is :func:`asgd_bridge.referenc
 
 Paths, chosen per tensor:
 
-* CPU tensors: a small C kernel (``_kernels/asgd_cpu.c``, OpenMP over elements, all tensors of a
-  dtype in one call), built with the system C compiler on first use and cached under torch's
-  extension cache (``~/.cache/torch_extensions/asgd_bridge``). Plain C with no torch headers, so the
-  first build takes well under a second and needs neither ninja nor Python headers.
+* CPU tensors: the C kernel of :mod:`asgd_bridge._native` (``asgd_cpu.c``, OpenMP over elements,
+  all tensors of a storage dtype in one call), built with the system C compiler on first use and
+  cached privately (see the trust model there). Every tensor is checked here before its address
+  goes to the kernel (:func:`_cpu_key`); a DTensor runs on its local shard.
 * Other devices (CUDA): the same per-tensor update written in torch ops and compiled with
   ``torch.compile`` into one kernel per tensor, with eta/mu/step kept on the device (no host sync).
 * Whatever neither can take (no compiler, a dtype or layout the kernel does not handle, a failed
@@ -18,212 +18,30 @@ Paths, chosen per tensor:
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import warnings
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["FusedUnavailable", "build_info", "build_shared_library", "fused_asgd_", "load_cpu_kernel"]
+from .._native import asgd as _kernel
+from .._native.build import NativeUnavailable, warn_once
+from .asgd import _check_capturable_devices, check_fused_param
 
-_SOURCE = Path(__file__).with_name("_kernels") / "asgd_cpu.c"
+__all__ = ["FusedUnavailable", "build_info", "fused_asgd_", "load_cpu_kernel"]
 
-# Storage dtype codes of asgd_cpu.c.
-_DTYPE_CODES: dict[torch.dtype, int] = {
-    torch.float32: 0,
-    torch.float64: 1,
-    torch.bfloat16: 2,
-    torch.float16: 3,
-}
+#: The CPU kernel cannot be built or loaded here (the one error class of asgd_bridge._native).
+FusedUnavailable = NativeUnavailable
 
+#: Build (once) and load the CPU kernel; its build record.
+load_cpu_kernel = _kernel.load_asgd_kernel
+build_info = _kernel.build_info
 
-class FusedUnavailable(RuntimeError):
-    """The CPU kernel cannot be built or loaded here; the message says why."""
+_warn_once = warn_once
 
-
-@dataclass
-class BuildInfo:
-    """What the one-time build of the CPU kernel did (reported by the benchmarks apart from steps)."""
-
-    path: str = ""
-    compiler: str = ""
-    flags: list[str] = field(default_factory=list)
-    openmp: bool = False
-    cached: bool = False
-    build_s: float = 0.0
-    load_s: float = 0.0
-    error: str = ""
-
-
-_lock = threading.Lock()
-_kernel: Any = None
-_kernel_error: str | None = None
-_info = BuildInfo()
-_warned: set[str] = set()
-
-
-def build_info() -> BuildInfo:
-    """The build record of the CPU kernel (empty until :func:`load_cpu_kernel` ran)."""
-    return _info
-
-
-def _build_root() -> Path:
-    # torch's own cache root for JIT extensions (honours TORCH_EXTENSIONS_DIR), never the repo.
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / "asgd_bridge"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("model name", "flags")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _compile(cc: str, flags: list[str], out: Path, source: Path = _SOURCE) -> tuple[bool, str]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    cmd = [cc, *flags, "-shared", "-fPIC", "-o", tmp, str(source)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        os.unlink(tmp)
-        return False, f"{' '.join(cmd)}: {e}"
-    if res.returncode != 0:
-        os.unlink(tmp)
-        return False, f"{' '.join(cmd)} failed:\n{res.stderr.strip()[-2000:]}"
-    os.replace(tmp, out)  # atomic: concurrent builders (pytest-xdist, several ranks) never see half a file
-    return True, ""
-
-
-def load_cpu_kernel() -> Any:
-    """Build (once, cached on disk) and load the CPU kernel; raise :class:`FusedUnavailable` if not possible.
-
-    The compiler is ``$CC`` or the first of ``cc``/``gcc``/``clang`` on PATH. Flags are tried from
-    the fastest down: ``-O3 -march=native -fopenmp``, then without ``-march=native``, then without
-    OpenMP (one thread, still one pass; a warning says so).
-    """
-    global _kernel, _kernel_error
-    if _kernel is not None:
-        return _kernel
-    if _kernel_error is not None:
-        raise FusedUnavailable(_kernel_error)
-    with _lock:
-        if _kernel is not None:
-            return _kernel
-        try:
-            _kernel = _load()
-        except FusedUnavailable as e:
-            _kernel_error = _info.error = str(e)
-            raise
-        return _kernel
-
-
-def _load() -> Any:
-    lib, info, errors = _build(_SOURCE, "asgd_cpu")
-    _declare(lib)
-    _info.__init__(**info.__dict__)  # type: ignore[misc]
-    if not info.openmp:
-        _warn_once(
-            "no-openmp",
-            "asgd_bridge fused ASGD: the C compiler has no OpenMP here; the CPU kernel runs on one "
-            f"thread. Compiler errors with -fopenmp: {errors[-1] if errors else ''}",
-        )
-    return lib
-
-
-def build_shared_library(source_path: str | os.PathLike[str], name: str) -> ctypes.CDLL:
-    """Build a plain-C source the way the CPU kernel is built, cache it, and load it with ctypes.
-
-    Same compiler choice, flag ladder (``-O3 -march=native -fopenmp`` first), cache directory and
-    cache key (source bytes, compiler, flags, CPU model) as :func:`load_cpu_kernel`; the file is
-    ``<name>_<key>.so``. The :class:`BuildInfo` of the build is attached as ``lib.asgd_build_info``.
-    Raises :class:`FusedUnavailable` when no flag set compiles and loads.
-    """
-    lib, info, _ = _build(Path(source_path), name)
-    lib.asgd_build_info = info
-    return lib
-
-
-def _build(source: Path, name: str) -> tuple[ctypes.CDLL, BuildInfo, list[str]]:
-    """Compile (or find in the cache) and load ``source``; also the compiler errors of skipped flags."""
-    if sys.platform == "win32":
-        raise FusedUnavailable("the CPU kernel is built with a POSIX C compiler; not supported on Windows")
-    if not source.is_file():
-        raise FusedUnavailable(f"kernel source {source.name} is not installed with the package")
-    cc = os.environ.get("CC") or next(
-        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
-    )
-    if cc is None:
-        raise FusedUnavailable("no C compiler found (set CC or install gcc)")
-    code = source.read_bytes()
-    candidates = [
-        (["-O3", "-march=native", "-fopenmp"], True),
-        (["-O3", "-fopenmp"], True),
-        (["-O3", "-march=native"], False),
-        (["-O3"], False),
-    ]
-    errors = []
-    for flags, openmp in candidates:
-        key = hashlib.sha256(
-            b"\0".join([code, cc.encode(), " ".join(flags).encode(), _cpu_model().encode()])
-        ).hexdigest()[:16]
-        out = _build_root() / f"{name}_{key}.so"
-        t0 = time.perf_counter()
-        cached = out.is_file()
-        if not cached:
-            ok, err = _compile(cc, flags, out, source)
-            if not ok:
-                errors.append(err)
-                continue
-        build_s = 0.0 if cached else time.perf_counter() - t0
-        t1 = time.perf_counter()
-        try:
-            lib = ctypes.CDLL(str(out))
-        except OSError as e:
-            errors.append(f"loading {out.name}: {e}")
-            continue
-        info = BuildInfo(
-            path=str(out), compiler=cc, flags=flags, openmp=openmp, cached=cached,
-            build_s=build_s, load_s=time.perf_counter() - t1,
-        )
-        return lib, info, errors
-    what = "the CPU kernel" if source == _SOURCE else f"the CPU kernel {name} ({source.name})"
-    raise FusedUnavailable(f"could not build {what}:\n" + "\n".join(errors))
-
-
-def _declare(lib: Any) -> None:
-    p, i, i64, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
-    lib.asgd_dtypes.restype = i
-    lib.asgd_dtypes.argtypes = []
-    lib.asgd_step.restype = i
-    lib.asgd_step.argtypes = [i, i64, p, p, p, p, p, p, p, i, d, d, d, d, d, i, i, i, i]
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+#: The only tensor classes whose ``data_ptr()`` reaches the kernel (no subclass: a DTensor's is 0).
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -260,10 +78,15 @@ def fused_asgd_(
     ``bottou_average``, ``lr / (1 + lambd * lr * (t - 1)) ** alpha`` / ``1 / max(1, t - t0)``.
     ``params``, ``axs`` and the 0-d ``mus``/``etas``/``state_steps`` are updated in place. Complex
     tensors are updated as real views; bf16/fp16 are computed in fp32 and rounded once on store.
-    Nothing is read back to the host from a device tensor (``capturable`` is accepted for
-    signature compatibility: every path keeps the schedule on the tensors' own device).
+    Nothing is read back to the host from a device tensor: every path keeps the schedule on the
+    tensors' own device. ``capturable=True`` is refused on CPU with torch's ``AssertionError``,
+    as the foreach path refuses it.
+
+    Raises:
+        ValueError: ``grads[i]`` or ``axs[i]`` has another number of elements than ``params[i]``
+            (a hand-edited or corrupt state; no path could update it correctly).
+        RuntimeError: a meta parameter (torch's fused-optimizer message).
     """
-    del capturable
     if not params:
         return
     n = len(params)
@@ -272,6 +95,9 @@ def fused_asgd_(
             "fused_asgd_: params, grads, axs, mus, etas and state_steps must have the same length, got "
             f"{[len(x) for x in (params, grads, axs, mus, etas, state_steps)]}"
         )
+    if capturable and not torch.compiler.is_compiling():
+        devices = zip(params, mus, etas, state_steps, strict=True)
+        _check_capturable_devices([tuple(t.device for t in ts) for ts in devices], False)
     hp = {
         "lambd": float(lambd), "alpha": float(alpha), "t0": float(t0),
         "weight_decay": float(weight_decay), "maximize": bool(maximize),
@@ -283,20 +109,28 @@ def fused_asgd_(
     if lr_host is not None and any(p.device.type == "cpu" for p in params):
         try:
             kernel = load_cpu_kernel()
-        except FusedUnavailable as e:
+        except NativeUnavailable as e:
             _warn_once("no-kernel", f"asgd_bridge fused ASGD falls back to foreach: {e}")
-    if kernel is not None and lr_host is not None:
-        groups: dict[tuple[torch.dtype, torch.dtype], list[int]] = {}
-        supported = kernel.asgd_dtypes()
-        for i, key in enumerate(map(_cpu_key, params, grads, axs, mus, etas, state_steps)):
-            if key is None or not (supported >> _DTYPE_CODES[key[0]]) & 1:
-                rest.append(i)
-            else:
-                groups.setdefault(key, []).append(i)
-        for (dtype, sdtype), idx in groups.items():
-            _run_cpu(kernel, dtype, sdtype, idx, params, grads, axs, mus, etas, state_steps, lr_host, hp)
-    else:
-        rest = list(range(n))
+    groups: dict[tuple[str, torch.dtype], list[tuple[Tensor, Tensor, Tensor, int, int]]] = {}
+    supported = kernel.asgd_dtypes() if kernel is not None else 0
+    for i in range(n):
+        p, g, ax = params[i], grads[i], axs[i]
+        _check_sizes(i, p, g, ax)
+        key = None
+        if kernel is not None:
+            if type(p) not in _PLAIN or type(g) not in _PLAIN or type(ax) not in _PLAIN:
+                p, g, ax = _local_shards(p, g, ax)
+            if p is not None:
+                key = _cpu_key(p, g, ax, mus[i], etas[i], state_steps[i])
+        if key is None or not (supported >> _kernel.DTYPE_CODES[key[0]]) & 1:
+            meta = next((t for t in (params[i], grads[i], axs[i]) if t.is_meta), None)
+            if meta is not None:
+                check_fused_param(meta)  # raises: no path can step a meta tensor
+            rest.append(i)
+        else:
+            groups.setdefault(key[:2], []).append((p, g, ax, i, key[2]))
+    for (dtype, sdtype), entries in groups.items():
+        _run_cpu(kernel, dtype, sdtype, entries, params, axs, mus, etas, state_steps, lr_host, hp)  # type: ignore[arg-type]
     if not rest:
         return
     devices = {params[i].device.type for i in rest}
@@ -328,23 +162,69 @@ def _host_lr(lr: float | Tensor) -> float | None:
     return float(lr)
 
 
+def _check_sizes(i: int, p: Tensor, g: Tensor, ax: Tensor) -> None:
+    """Refuse a ``grad``/``ax`` whose element count is not the parameter's: no path can be right."""
+    n = p.numel()
+    if ax.numel() != n:
+        raise ValueError(
+            f"asgd_bridge fused ASGD: state 'ax' of params[{i}] has {ax.numel()} elements "
+            f"(shape {tuple(ax.shape)}), the parameter has {n} (shape {tuple(p.shape)})"
+        )
+    if g.numel() != n:
+        raise ValueError(
+            f"asgd_bridge fused ASGD: the gradient of params[{i}] has {g.numel()} elements "
+            f"(shape {tuple(g.shape)}), the parameter has {n} (shape {tuple(p.shape)})"
+        )
+
+
+def _local_shards(p: Tensor, g: Tensor, ax: Tensor) -> tuple[Any, Any, Any]:
+    """The local shards of DTensors ``p``, ``grad``, ``ax`` laid out alike, else ``(None,) * 3``."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch build without distributed
+        return None, None, None
+    if not (type(p) is DTensor and type(g) is DTensor and type(ax) is DTensor):
+        return None, None, None
+    same_mesh = p.device_mesh == g.device_mesh == ax.device_mesh
+    if not (same_mesh and p.placements == g.placements == ax.placements):
+        return None, None, None  # e.g. a Partial grad: foreach on the DTensors redistributes
+    local = p._local_tensor, g._local_tensor, ax._local_tensor
+    if any(type(t) not in _PLAIN for t in local):
+        return None, None, None
+    return local
+
+
 _REAL = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+_STORAGE = {getattr(torch, name): name for name in _kernel.DTYPE_CODES}
 _STATE_DTYPES = (torch.float32, torch.float64)
+_strided = torch.strided
 
 
 def _cpu_key(
     p: Tensor, g: Tensor, ax: Tensor, mu: Tensor, eta: Tensor, step: Tensor
-) -> tuple[torch.dtype, torch.dtype] | None:
-    """(storage dtype, state dtype) if the CPU kernel can update this tensor, else None.
+) -> tuple[str, torch.dtype, int] | None:
+    """(storage dtype, state dtype, real element count) if the CPU kernel may update this tensor.
 
-    Called per tensor per step, so only cheap attribute reads (about 2 us per tensor in all).
+    Exactly what :func:`asgd_bridge._native.asgd.asgd_step` requires of its addresses: ``p``,
+    ``grad``, ``ax`` plain strided CPU tensors (no subclass, no lazy conj/neg bit) of one dtype,
+    shape and strides, dense (contiguous, or channels_last with equal strides); ``step``/``eta``/
+    ``mu`` plain 1-element CPU tensors of one float dtype. Complex counts twice its numel in its
+    real dtype. Called per tensor per step, so only attribute reads (with :func:`_check_sizes`,
+    2-3 us per tensor in all).
     """
     if not (p.is_cpu and g.is_cpu and ax.is_cpu and step.is_cpu and eta.is_cpu and mu.is_cpu):
         return None
+    if type(step) not in _PLAIN or type(eta) not in _PLAIN or type(mu) not in _PLAIN:
+        return None
     dtype, sdtype = p.dtype, step.dtype
-    if g.dtype != dtype or ax.dtype != dtype or eta.dtype != sdtype or mu.dtype != sdtype:
+    # dtypes and layouts are singletons: `is` is the cheap exact test.
+    if g.dtype is not dtype or ax.dtype is not dtype or eta.dtype is not sdtype or mu.dtype is not sdtype:
         return None
     if sdtype not in _STATE_DTYPES or step.numel() != 1 or eta.numel() != 1 or mu.numel() != 1:
+        return None
+    if p.layout is not _strided or g.layout is not _strided or ax.layout is not _strided:
+        return None
+    if not p.shape == g.shape == ax.shape:
         return None
     if not (p.is_contiguous() and g.is_contiguous() and ax.is_contiguous()):
         # Any dense layout works elementwise as long as the three share it (channels_last convs).
@@ -353,45 +233,46 @@ def _cpu_key(
             and g.stride() == p.stride() == ax.stride()
         ):
             return None
-    if g.is_sparse:
+    if p.is_neg() or g.is_neg() or ax.is_neg():
         return None
-    dtype = _REAL.get(dtype, dtype)
-    return (dtype, sdtype) if dtype in _DTYPE_CODES else None
+    count = p.numel()
+    if dtype in _REAL:
+        if p.is_conj() or g.is_conj() or ax.is_conj():
+            return None
+        dtype, count = _REAL[dtype], 2 * count
+    name = _STORAGE.get(dtype)
+    return (name, sdtype, count) if name is not None else None
 
 
 def _run_cpu(
-    kernel: Any, dtype: torch.dtype, sdtype: torch.dtype, idx: list[int],
-    params: list[Tensor], grads: list[Tensor], axs: list[Tensor],
-    mus: list[Tensor], etas: list[Tensor], steps: list[Tensor], lr: float, hp: dict[str, Any],
+    kernel: Any, dtype: str, sdtype: torch.dtype, entries: list[tuple[Tensor, Tensor, Tensor, int, int]],
+    params: list[Tensor], axs: list[Tensor], mus: list[Tensor], etas: list[Tensor], steps: list[Tensor],
+    lr: float, hp: dict[str, Any],
 ) -> None:
-    k = len(idx)
-    ps = [params[i] for i in idx]
-    ax = [axs[i] for i in idx]
-    # One flat array of addresses: p[0..k), grad, ax, step, eta, mu (each k long), then numels.
-    ptrs = array(
+    """One launch over tensors :func:`_cpu_key` admitted: ``(p, grad, ax, index, count)`` each."""
+    ps = [e[0] for e in entries]
+    ax = [e[2] for e in entries]
+    idx = [e[3] for e in entries]
+    addresses = array(
         "Q",
         [t.data_ptr() for t in ps]
-        + [grads[i].data_ptr() for i in idx]
+        + [e[1].data_ptr() for e in entries]
         + [t.data_ptr() for t in ax]
         + [steps[i].data_ptr() for i in idx]
         + [etas[i].data_ptr() for i in idx]
         + [mus[i].data_ptr() for i in idx]
-        + [t.numel() for t in ps],
+        + [e[4] for e in entries],
     )
-    if dtype != ps[0].dtype:  # complex: a real view has twice the elements
-        ptrs[6 * k :] = array("Q", [2 * t.numel() for t in ps])
-    base, w = ptrs.buffer_info()[0], 8 * k
-    rc = kernel.asgd_step(
-        _DTYPE_CODES[dtype], k, base, base + w, base + 2 * w, base + 6 * w,
-        base + 3 * w, base + 4 * w, base + 5 * w,
-        int(sdtype == torch.float64), lr, hp["lambd"], hp["alpha"], hp["t0"], hp["weight_decay"],
-        int(hp["maximize"]), int(hp["immediate_lr"]), int(hp["bottou_average"]), torch.get_num_threads(),
-    )
-    if rc != 0:
-        raise RuntimeError(f"asgd_bridge fused ASGD: the CPU kernel refused dtype {dtype}")
+    _kernel.asgd_step(
+        kernel, dtype, addresses, len(entries), scalar_f64=sdtype == torch.float64, lr=lr,
+        nthreads=torch.get_num_threads(), **hp,
+    )  # fmt: skip
     # The kernel wrote through raw pointers: tell autograd, as an in-place torch op would.
     torch.autograd.graph.increment_version(ps)
     torch.autograd.graph.increment_version(ax)
+    wrappers = [t for i in idx for t in (params[i], axs[i]) if type(t) not in _PLAIN]
+    if wrappers:  # DTensors whose local shards were written: their own counters, as an in-place op
+        torch.autograd.graph.increment_version(wrappers)
 
 
 # --------------------------------------------------------------------------- device-generic paths

@@ -22,6 +22,7 @@ from torch.optim.optimizer import (
     _use_grad_for_differentiable,
     _view_as_real,
 )
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_asgd_schedule
@@ -75,7 +76,8 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
             ``cuda``/``xpu``/``hpu``/privateuse1/``xla`` only and raises torch's ``AssertionError``
             otherwise.
         fused: dispatch to :func:`asgd_bridge.torch._fused.fused_asgd_` (cannot be combined with
-            ``foreach=True`` or ``differentiable=True``).
+            ``foreach=True`` or ``differentiable=True``; ``capturable=True`` is refused on CPU as on
+            every other path).
         immediate_lr: compute eta at the *start* of step :math:`t` from the current lr,
             :math:`\eta_t = lr_t / (1 + \lambda\, lr_t (t-1))^{\alpha}`, so an lr set by hand or by a
             scheduler takes effect on the very next step (torch applies it one step late,
@@ -180,10 +182,21 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         """torch's ``add_param_group``; a group's own ``lambd``/``alpha``/``t0`` are validated too.
 
         The constructor adds its groups through here, so ``ASGD([{"params": ps, "lambd": -1}])``
-        fails like ``ASGD(ps, lambd=-1)`` (torch accepts both and later divides by zero).
+        fails like ``ASGD(ps, lambd=-1)`` (torch accepts both and later divides by zero). In a
+        ``fused`` group every parameter must be on a device torch's fused optimizers support (meta
+        is not one) and floating point or complex; torch's ``RuntimeError`` is raised here, at
+        construction, instead of at the first step.
         """
         check_asgd_schedule(**{k: param_group[k] for k in ("lambd", "alpha", "t0") if k in param_group})
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group.get("fused"):
+            try:
+                for p in group["params"]:
+                    check_fused_param(p)
+            except RuntimeError:
+                self.param_groups.pop()
+                raise
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, checked first, with ``step`` kept as saved in ``fused`` groups.
@@ -387,6 +400,21 @@ def _check_capturable_devices(devices: list[tuple[torch.device, ...]], supports_
         raise AssertionError(
             "If capturable=True, params, mus, etas, and state_steps must be on supported devices: "
             f"{supported}."
+        )
+
+
+def check_fused_param(p: Tensor) -> None:
+    """Raise torch's fused-optimizer error unless ``p`` can take ``fused=True``.
+
+    torch's fused optimizers (``_device_dtype_check_for_fused``) refuse a parameter that is not a
+    floating-point tensor on a fused-kernel device, meta included; this path also takes complex
+    parameters (updated as real views), so only the device and integer/bool dtypes are refused.
+    """
+    devices = _get_fused_kernels_supported_devices()
+    if p.device.type not in devices or not (p.is_floating_point() or p.is_complex()):
+        raise RuntimeError(
+            "`fused=True` requires all the params to be floating point Tensors of "
+            f"supported devices: {devices} but {p.dtype} and {p.device.type}"
         )
 
 

@@ -14,7 +14,8 @@
  * fp16 round to nearest even on store, like torch's conversions.
  *
  * Plain C on purpose: no torch or Python headers, so the first build takes well under a second
- * and needs only a C compiler (OpenMP optional). Loaded with ctypes by asgd_bridge/torch/_fused.py.
+ * and needs only a C compiler (OpenMP optional). Built, cached and loaded by asgd_bridge/_native/,
+ * called by asgd_bridge/torch/_fused.py, which checks every pointer passed here (see _native/__init__.py).
  */
 #include <math.h>
 #include <stdint.h>
