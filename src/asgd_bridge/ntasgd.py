@@ -197,10 +197,24 @@ class NonMonotonicAveraging:
     - runs plain SGD in ``step()`` while :attr:`is_averaging` is false (keeping no optimizer state),
       and its ASGD's own step afterwards: the first step after the switch creates fresh averaged-SGD
       state, so from there it *is* the ASGD a hand-written program builds at the switch;
-    - adds :meth:`_ntasgd_state` to its ``state_dict()`` under :data:`NTASGD_KEY`; ``load_state_dict``
-      checks that entry with :meth:`_check_ntasgd_state`, loads the rest, then
-      :meth:`_set_ntasgd_state`.
+
+    ``state_dict()`` / ``load_state_dict()`` here wrap the backend ASGD's: the :data:`NTASGD_KEY`
+    entry (steps, averaging start, trigger state) is added on save, and checked before the rest is
+    loaded.
     """
+
+    def state_dict(self) -> dict[str, Any]:
+        """ASGD's state dict plus the ``"ntasgd"`` entry (steps, averaging start, trigger state)."""
+        out = super().state_dict()  # type: ignore[misc]
+        out[NTASGD_KEY] = self._ntasgd_state()
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the ``"ntasgd"`` entry is required and validated first."""
+        rest = {k: v for k, v in state_dict.items() if k != NTASGD_KEY}
+        checked = self._check_ntasgd_state(state_dict.get(NTASGD_KEY), has_state=bool(rest.get("state")))
+        super().load_state_dict(rest)  # type: ignore[misc]
+        self._set_ntasgd_state(checked)
 
     def _init_ntasgd(self, trigger: NonMonotonicTrigger) -> None:
         self._trigger = trigger

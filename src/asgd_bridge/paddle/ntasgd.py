@@ -12,7 +12,7 @@ from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
 from ..hyperparams import ASGD_DEFAULTS
-from ..ntasgd import NTASGD_KEY, NonMonotonicAveraging, NonMonotonicTrigger
+from ..ntasgd import NonMonotonicAveraging, NonMonotonicTrigger
 from ._amp import skip_for_found_inf
 from .asgd import ASGD, _param_lr_multiplier
 
@@ -137,17 +137,4 @@ class NTASGD(NonMonotonicAveraging, ASGD):
         self._count_step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """ASGD's state dict plus the ``"ntasgd"`` entry (steps, averaging start, trigger state)."""
-        out = super().state_dict()
-        out[NTASGD_KEY] = self._ntasgd_state()
-        return out
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the ``"ntasgd"`` entry is required and validated first."""
-        rest = {k: v for k, v in state_dict.items() if k != NTASGD_KEY}
-        checked = self._check_ntasgd_state(state_dict.get(NTASGD_KEY), has_state=bool(rest.get("state")))
-        super().load_state_dict(rest)
-        self._set_ntasgd_state(checked)
-
-    set_state_dict = load_state_dict
+    set_state_dict = NonMonotonicAveraging.load_state_dict

@@ -150,18 +150,6 @@ class NTASGD(NonMonotonicAveraging, ASGD):
         self._count_step()
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """ASGD's state dict plus the ``"ntasgd"`` entry (steps, averaging start, trigger state)."""
-        out = super().state_dict()
-        out[NTASGD_KEY] = self._ntasgd_state()
-        return out
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the ``"ntasgd"`` entry is required and validated first."""
-        rest = {k: v for k, v in state_dict.items() if k != NTASGD_KEY}
-        checked = self._check_ntasgd_state(state_dict.get(NTASGD_KEY), has_state=bool(rest.get("state")))
-        super().load_state_dict(rest)
-        self._set_ntasgd_state(checked)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), NTASGD_KEY: self._ntasgd_state()}
