@@ -75,20 +75,8 @@ def _rows(*, targets: bool, **select: Any) -> list[Any]:
                 for dtype in dtypes:
                     if b.cannot(case.kwargs, dtype):
                         continue
-                    marks = _known_bugs(b, case, dtype)
-                    out.append(pytest.param(b, case, fix, dtype, marks=marks,
-                                            id=f"{b}-{case.id}-{_fix_id(fix)}-{dtype}"))  # fmt: skip
+                    out.append(pytest.param(b, case, fix, dtype, id=f"{b}-{case.id}-{_fix_id(fix)}-{dtype}"))
     return out
-
-
-def _known_bugs(b: BackendInfo, case: Case, dtype: str) -> list[Any]:
-    """Bugs in src/ the table found, each one case, strict: the test fails once the bug is fixed."""
-    clip = case.kwargs.get("grad_clip")
-    if b.name == "paddle.ASGD" and dtype == "float64" and clip is not None and clip[0] == "norm":
-        return [pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "asgd_bridge.paddle.ASGD calls Paddle's ClipGradByNorm directly, which has no float64 CPU "
-            "kernel (clip_by_norm is not registered); paddle/sag.py has the float64 workaround"))]
-    return []
 
 
 def _fix_id(fix: dict[str, bool]) -> str:

@@ -322,7 +322,7 @@ PADDLE_BAD_PARAMETERS = [
     (lambda: [{"params": _pp(), "learning_rate": -1.0}], "learning_rate"),
     (lambda: [{"params": _pp(), "weight_decay": "x"}], "weight_decay"),
     (lambda: [{"params": _pp(), "lr": 0.5}], "'lr' is torch's"),  # silently ignored before
-    (lambda: [{"params": _pp(), "maximize": True}], "maximize"),  # a global switch in Paddle's SAG
+    (lambda: [{"params": _pp(), "maximize": 1}], "maximize"),  # a group key, validated as a flag
     (lambda: [{"params": _pp(), "batch_num": 0}], "batch_num"),
 ]
 

@@ -13,25 +13,14 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from asgd_bridge.hyperparams import (
-    SAG_DEFAULTS,
-    check_flag,
-    check_rate,
-    check_sag,
-    parse_grad_clip,
-    parse_weight_decay,
-)
+from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_sag
 from asgd_bridge.memory import StateTensor, check_sag_memory
+from asgd_bridge.specs import parse_grad_clip, parse_weight_decay, weight_decay_value
 from asgd_bridge.state_format import SAG_FORMAT, checked_torch_load
 
 __all__ = ["SAG"]
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _canonical_weight_decay(spec: Any) -> float | tuple[str, float]:
-    kind, coeff = parse_weight_decay(spec)
-    return coeff if kind == "l2" else (kind, coeff)
 
 
 def _device_name(device: torch.device) -> str:
@@ -125,12 +114,12 @@ class SAG(Optimizer):
 
     @staticmethod
     def _validate_group(group: dict[str, Any]) -> None:
-        lr = check_rate("learning rate", group["lr"])
+        lr = float(check_lr(group["lr"]))
         check_sag(lr, group["batch_num"])
         group["lr"] = lr
         for flag in ("maximize", "multi_precision"):
             check_flag(flag, group[flag])
-        group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
+        group["weight_decay"] = weight_decay_value(*parse_weight_decay(group["weight_decay"]))
         group["grad_clip"] = parse_grad_clip(group["grad_clip"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
