@@ -12,7 +12,6 @@ from paddle.nn.clip import ClipGradBase
 from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
 
 from ..specs import (
-    CUSTOM,
     custom_spec,
     is_custom,
     parse_grad_clip,
@@ -28,6 +27,7 @@ __all__ = [
     "regularize",
     "regularizer_from_spec",
     "regularizer_to_spec",
+    "saved_regularizer",
     "split_weight_decay",
 ]
 
@@ -135,11 +135,6 @@ def clip_to_spec(clip: Any) -> tuple | None:
     if isinstance(clip, paddle.nn.ClipGradByValue):
         return ("value", float(clip.min), float(clip.max))
     return custom_spec(clip)
-
-
-def is_representable(spec: Any) -> bool:
-    """Whether a spec from :func:`clip_to_spec` / :func:`regularizer_to_spec` is not a custom record."""
-    return not (isinstance(spec, tuple) and spec and spec[0] == CUSTOM)
 
 
 # --------------------------------------------------------------------------- gradient preparation

@@ -22,6 +22,7 @@ from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_lr, check
 from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
 from ._amp import skip_for_found_inf
+from ._common import HALF as _LOW_PRECISION
 from ._common import (
     clip_from_spec,
     clip_to_spec,
@@ -36,7 +37,6 @@ __all__ = ["ASGD"]
 
 Tensor = paddle.Tensor
 
-_LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 _GROUP_KEYS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize", "immediate_lr", "bottou_average")
 _FLAGS = ("maximize", "immediate_lr", "bottou_average")
 

@@ -19,7 +19,9 @@ from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_na
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.paddle._amp import skip_for_found_inf
 from asgd_bridge.paddle._common import (
-    HALF,
+    HALF as _HALF,
+)
+from asgd_bridge.paddle._common import (
     clip_from_spec,
     clip_to_spec,
     prepare_gradients,
@@ -45,7 +47,6 @@ except ImportError:  # pragma: no cover - every Paddle 3 has it
 
 __all__ = ["SAG"]
 
-_HALF = HALF
 _FUSED_DTYPES = (paddle.float32, paddle.float64)
 
 

@@ -135,7 +135,7 @@ def fused_asgd_(
     if not rest:
         return
     devices = {params[i].device.type for i in rest}
-    if devices == {"cpu"} or _FORCE_FOREACH:
+    if devices == {"cpu"}:
         if kernel is not None:
             _warn_once(
                 "cpu-rest",
@@ -146,10 +146,6 @@ def fused_asgd_(
         return
     for i in rest:
         _compiled_one(params[i], grads[i], axs[i], mus[i], etas[i], state_steps[i], lr, hp)
-
-
-#: Tests set this to route every tensor through the foreach fallback.
-_FORCE_FOREACH = False
 
 
 def _pick(xs: Sequence[Tensor], idx: list[int]) -> list[Tensor]:
