@@ -172,31 +172,46 @@ def _tensor(value: Any) -> Any:
     return torch.tensor(value)
 
 
+#: One message per argument, for every backend (``asgd_bridge.hyperparams``): torch.optim.ASGD's text where
+#: torch has one; Paddle's ``learning_rate`` argument is named in parentheses.
+MESSAGES = {
+    "lr": r"^Invalid learning rate( \(learning_rate\))?: ",
+    **{name: rf"^Invalid {name} value: " for name in (
+        "weight_decay", "lambd", "alpha", "t0", "batch_num", "grad_clip", "maximize", "immediate_lr",
+        "bottou_average", "multi_precision", "check_memory", "name")},
+}  # fmt: skip
+
+
+def _refused(kwargs: dict[str, Any], **kw: Any) -> ErrorInput:
+    """A row refused with its argument's one message (:data:`MESSAGES`)."""
+    (name,) = kwargs
+    return ErrorInput(kwargs, ValueError, MESSAGES[name], **kw)
+
+
 #: What our averaged-SGD classes refuse, naming the argument (torch's rows come on top).
-_LR = "lr|learning.rate"
 _ASGD_ERRORS = [
-    ErrorInput({"lr": -0.1}, ValueError, _LR, targets=True),
-    ErrorInput({"lr": float("nan")}, ValueError, _LR, targets=True),
-    ErrorInput({"lr": float("inf")}, ValueError, _LR, frameworks=("paddle",)),
-    ErrorInput({"lr": True}, ValueError, _LR, frameworks=("paddle",)),
-    ErrorInput({"lr": "0.1"}, ValueError, _LR, frameworks=("paddle",)),
-    ErrorInput({"weight_decay": -0.01}, ValueError, "weight_decay", targets=True),
-    ErrorInput({"weight_decay": "l2"}, ValueError, "weight_decay", frameworks=("paddle",)),
-    ErrorInput({"weight_decay": True}, ValueError, "weight_decay", frameworks=("paddle",)),
-    *[ErrorInput({name: value}, ValueError, f"^Invalid {name} value: ")
+    _refused({"lr": -0.1}, targets=True),
+    _refused({"lr": float("nan")}, targets=True),
+    _refused({"lr": float("inf")}, frameworks=("paddle",)),
+    _refused({"lr": True}, frameworks=("paddle",)),
+    _refused({"lr": "0.1"}, frameworks=("paddle",)),
+    _refused({"weight_decay": -0.01}, targets=True),
+    _refused({"weight_decay": "l2"}, frameworks=("paddle",)),
+    _refused({"weight_decay": True}, frameworks=("paddle",)),
+    *[_refused({name: value})
       for name in ("lambd", "alpha", "t0")
       for value in (-1e-3, -1, float("nan"), float("-inf"), "0.1", None, True, np.float32(-0.5))],
-    *[ErrorInput({name: value}, ValueError, f"^Invalid {name} value: ", frameworks=("torch",))
+    *[_refused({name: value}, frameworks=("torch",))
       for name in ("lambd", "alpha", "t0") for value in (_tensor(-1.0), _tensor([0.1, 0.2]))],
-    ErrorInput({"lambd": float("inf")}, ValueError, "Invalid lambd value: inf"),
-    ErrorInput({"alpha": float("inf")}, ValueError, "Invalid alpha value: inf"),
-    ErrorInput({"maximize": 1}, ValueError, "maximize", frameworks=("paddle",)),
-    ErrorInput({"maximize": "yes"}, ValueError, "maximize", frameworks=("paddle",)),
-    ErrorInput({"immediate_lr": None}, ValueError, "immediate_lr", frameworks=("paddle",)),
-    ErrorInput({"bottou_average": 0}, ValueError, "bottou_average", frameworks=("paddle",)),
-    ErrorInput({"multi_precision": "no"}, ValueError, "multi_precision"),
-    ErrorInput({"grad_clip": 1.0}, ValueError, "grad_clip"),
-    ErrorInput({"name": 3}, ValueError, "name"),
+    _refused({"lambd": float("inf")}),
+    _refused({"alpha": float("inf")}),
+    _refused({"maximize": 1}, frameworks=("paddle",)),
+    _refused({"maximize": "yes"}, frameworks=("paddle",)),
+    _refused({"immediate_lr": None}, frameworks=("paddle",)),
+    _refused({"bottou_average": 0}, frameworks=("paddle",)),
+    _refused({"multi_precision": "no"}),
+    _refused({"grad_clip": 1.0}),
+    _refused({"name": 3}),
 ]  # fmt: skip
 
 
@@ -239,21 +254,21 @@ _SAG_CASES = [
 ]
 
 _SAG_ERRORS = [
-    ErrorInput({"lr": -0.1}, ValueError, _LR),
-    ErrorInput({"lr": float("inf")}, ValueError, _LR),
-    ErrorInput({"batch_num": 0}, ValueError, "batch_num"),
-    ErrorInput({"batch_num": 2.5}, ValueError, "batch_num"),
-    ErrorInput({"batch_num": True}, ValueError, "batch_num"),
-    ErrorInput({"weight_decay": -1.0}, ValueError, "weight_decay"),
-    ErrorInput({"weight_decay": ("l3", 0.1)}, ValueError, "weight_decay"),
-    ErrorInput({"weight_decay": "0.1"}, ValueError, "weight_decay"),
-    ErrorInput({"grad_clip": ("max", 1.0)}, ValueError, "grad_clip"),
-    ErrorInput({"grad_clip": ("norm", 0.0)}, ValueError, "grad_clip"),
-    ErrorInput({"grad_clip": ("value", 1.0, -1.0)}, ValueError, "grad_clip"),
-    ErrorInput({"grad_clip": 1.0}, ValueError, "grad_clip"),
-    ErrorInput({"maximize": "no"}, ValueError, "maximize"),
-    ErrorInput({"multi_precision": 1}, ValueError, "multi_precision"),
-    ErrorInput({"check_memory": "off"}, ValueError, "check_memory"),
+    _refused({"lr": -0.1}),
+    _refused({"lr": float("inf")}),
+    _refused({"batch_num": 0}),
+    _refused({"batch_num": 2.5}),
+    _refused({"batch_num": True}),
+    _refused({"weight_decay": -1.0}),
+    _refused({"weight_decay": ("l3", 0.1)}),
+    _refused({"weight_decay": "0.1"}),
+    _refused({"grad_clip": ("max", 1.0)}),
+    _refused({"grad_clip": ("norm", 0.0)}),
+    _refused({"grad_clip": ("value", 1.0, -1.0)}),
+    _refused({"grad_clip": 1.0}),
+    _refused({"maximize": "no"}),
+    _refused({"multi_precision": 1}),
+    _refused({"check_memory": "off"}),
 ]
 
 SAG_INFO = AlgorithmInfo(

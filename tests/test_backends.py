@@ -75,20 +75,8 @@ def _rows(*, targets: bool, **select: Any) -> list[Any]:
                 for dtype in dtypes:
                     if b.cannot(case.kwargs, dtype):
                         continue
-                    marks = _known_bugs(b, case, dtype)
-                    out.append(pytest.param(b, case, fix, dtype, marks=marks,
-                                            id=f"{b}-{case.id}-{_fix_id(fix)}-{dtype}"))  # fmt: skip
+                    out.append(pytest.param(b, case, fix, dtype, id=f"{b}-{case.id}-{_fix_id(fix)}-{dtype}"))
     return out
-
-
-def _known_bugs(b: BackendInfo, case: Case, dtype: str) -> list[Any]:
-    """Bugs in src/ the table found, each one case, strict: the test fails once the bug is fixed."""
-    clip = case.kwargs.get("grad_clip")
-    if b.name == "paddle.ASGD" and dtype == "float64" and clip is not None and clip[0] == "norm":
-        return [pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "asgd_bridge.paddle.ASGD calls Paddle's ClipGradByNorm directly, which has no float64 CPU "
-            "kernel (clip_by_norm is not registered); paddle/sag.py has the float64 workaround"))]
-    return []
 
 
 def _fix_id(fix: dict[str, bool]) -> str:
@@ -433,3 +421,113 @@ def test_every_backend_is_exercised_by_every_shared_test_it_supports() -> None:
     assert {p.values[0].name for p in _error_rows()} >= {b.name for b in BACKENDS if not b.is_target}
     assert {b.name for b in AVERAGED} == {"torch.ASGD(loop)", "torch.ASGD(foreach)", "torch.ASGD(fused)",
                                           "paddle.ASGD"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- one message per argument
+
+
+OURS = [b for b in BACKENDS if not b.is_target]
+
+
+def _build(backend: BackendInfo, groups: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+    """``backend``'s class on one float32 parameter (or on ``groups``), a ``grad_clip`` given as a spec
+    (every class of ours takes one)."""
+    cls = backend.optimizer_class()
+    kw = {**backend.translate(kwargs), **backend.fixed}
+    if "grad_clip" in kwargs:
+        kw["grad_clip"] = kwargs["grad_clip"]
+    if backend.framework == "torch":
+        import torch
+
+        return cls(groups if groups is not None else [torch.nn.Parameter(torch.zeros(2))], **kw)
+    import paddle
+
+    return cls(parameters=groups if groups is not None else [paddle.create_parameter([2], "float32")], **kw)
+
+
+@pytest.mark.parametrize(("arg", "value", "torch_text"), [
+    ("lr", -1, "Invalid learning rate: -1"),
+    ("weight_decay", -1, "Invalid weight_decay value: -1"),
+    ("grad_clip", ("norm", -1.0),
+     "Invalid grad_clip value: ('norm', -1.0) (expected ('norm', c) with c > 0)"),
+])  # fmt: skip
+def test_one_mistake_reads_the_same_in_every_class(arg: str, value: Any, torch_text: str) -> None:
+    """lr=-1 used to read three ways; now one text per argument in all four classes (torch.optim.ASGD's
+    own where it has one), Paddle's ``learning_rate`` named in parentheses."""
+    texts = {}
+    for b in OURS:
+        if arg not in b.accepts | EXTRA_ARGS[(b.algorithm, b.framework)]:
+            continue
+        with pytest.raises(ValueError) as e:
+            _build(b, **{arg: value})
+        texts[b.name] = str(e.value).replace("learning rate (learning_rate)", "learning rate")
+    assert set(texts.values()) == {torch_text}, texts
+    assert len(texts) >= (4 if arg != "grad_clip" else 3)
+
+
+def test_state_dict_loading_uses_the_constructors_messages() -> None:
+    """A saved lr of -1 is refused on loading with the constructor's text, in every class."""
+    for b in OURS:
+        opt = _build(b, lr=0.1)
+        sd = opt.state_dict()
+        sd["param_groups"][0]["lr"] = -1.0
+        with pytest.raises(ValueError, match=r"Invalid learning rate: -1\.0"):
+            opt.load_state_dict(sd) if b.framework == "torch" else opt.set_state_dict(sd)
+
+
+# --------------------------------------------------------------------------- maximize is a group key
+
+
+MAXIMIZE_CASES = {
+    "asgd": {"lr": 0.05, "t0": 2, "weight_decay": 0.05},
+    "sag": {"lr": 0.05, "batch_num": 2, "weight_decay": 0.1},
+}
+
+
+def _per_group_maximize_run(backend: BackendInfo, steps: int) -> tuple[Any, list, list, list]:
+    """``backend`` on two groups, the second maximising; its snapshots and the reference's, per group."""
+    info = backend.info
+    kwargs = MAXIMIZE_CASES[info.name]
+    p0s, grads = make_problem(info, seed=21, steps=steps, skip=False)
+    run = backend.make(p0s, kwargs, "float64", groups=False)
+    spec = [{"params": run.params[:2]}, {"params": run.params[2:], "maximize": True}]
+    run.opt = _build(backend, spec, **kwargs)
+    got = run.run(grads)
+    want = [reference_run(info, p0s[part], [row[part] for row in grads], {**kwargs, "maximize": m},
+                          info.lrs(kwargs, steps)[:1] * steps)
+            for part, m in ((slice(0, 2), False), (slice(2, None), True))]  # fmt: skip
+    merged = [([*a[0], *b[0]], [*a[1], *b[1]]) for a, b in zip(*want, strict=True)]
+    return run, got, merged, grads
+
+
+@pytest.mark.parametrize("backend", OURS, ids=str)
+def test_maximize_per_param_group(backend: BackendInfo) -> None:
+    """``maximize`` is a param-group key in every backend (Paddle's SAG used to refuse it)."""
+    run, got, want, _ = _per_group_maximize_run(backend, 5)
+    assert_snapshots(got, want, backend.reference_rtol)
+    groups = run.opt.state_dict()["param_groups"]
+    assert [bool(g["maximize"]) for g in groups] == [False, True]
+
+
+@pytest.mark.parametrize("pair", [("torch.ASGD(loop)", "paddle.ASGD"), ("paddle.ASGD", "torch.ASGD(loop)"),
+                                  ("torch.SAG", "paddle.SAG"), ("paddle.SAG", "torch.SAG")], ids=str)
+def test_per_group_maximize_round_trips_through_convert_state_dict(pair: tuple[str, str]) -> None:
+    """Saved mid-run in one framework, converted, loaded into the other (built with the same groups):
+    the run continues as the reference, each group with its own maximize."""
+    from asgd_bridge.checkpoint import convert_state_dict
+
+    source, target = BY_NAME[pair[0]], BY_NAME[pair[1]]
+    steps, split = 6, 3
+    run, got, want, grads = _per_group_maximize_run(source, split)
+    converted = convert_state_dict(run.opt.state_dict(), to=target.framework)
+    assert [bool(g["maximize"]) for g in converted["param_groups"]] == [False, True]
+    _, _, want, grads = _per_group_maximize_run(source, steps)
+    second = target.make(run.values(), MAXIMIZE_CASES[target.info.name], "float64", groups=False)
+    spec = [{"params": second.params[:2]}, {"params": second.params[2:], "maximize": True}]
+    second.opt = _build(target, spec, **MAXIMIZE_CASES[target.info.name])
+    if target.framework == "torch":
+        second.opt.load_state_dict(converted)
+    else:
+        second.opt.set_state_dict(converted)
+    after = second.run(grads[split:])
+    assert_snapshots(after, want[split:], max(source.reference_rtol, target.reference_rtol))

@@ -322,7 +322,7 @@ PADDLE_BAD_PARAMETERS = [
     (lambda: [{"params": _pp(), "learning_rate": -1.0}], "learning_rate"),
     (lambda: [{"params": _pp(), "weight_decay": "x"}], "weight_decay"),
     (lambda: [{"params": _pp(), "lr": 0.5}], "'lr' is torch's"),  # silently ignored before
-    (lambda: [{"params": _pp(), "maximize": True}], "maximize"),  # a global switch in Paddle's SAG
+    (lambda: [{"params": _pp(), "maximize": 1}], "maximize"),  # a group key, validated as a flag
     (lambda: [{"params": _pp(), "batch_num": 0}], "batch_num"),
 ]
 
@@ -413,3 +413,25 @@ def test_paddle_add_param_group_validates_like_the_constructor() -> None:
         with pytest.raises(ValueError, match=message):
             opt._add_param_group(group)  # Paddle's own (private) name is the same method
     assert len(opt._param_groups) == 1 and opt.state_dict()["param_groups"][0]["params"] == [0]
+
+
+def test_torch_sag_get_lr_follows_a_torch_scheduler() -> None:
+    """get_lr used to return the constructor's ``defaults['lr']`` after a scheduler moved the lr (the
+    path ``convert --to torch`` sends users to); it is the current ``param_groups[0]['lr']``, and
+    set_lr keeps each group's ratio to it."""
+    import torch
+
+    from asgd_bridge.convert import runtime
+    from asgd_bridge.torch import SAG
+
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = SAG([{"params": [a]}, {"params": [b], "lr": 0.2}], lr=0.1, batch_num=2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    sched.step()
+    assert opt.get_lr() == pytest.approx(0.05) == runtime.get_lr(opt)
+    assert opt.defaults["lr"] == 0.1  # torch's schedulers leave it
+    opt.set_lr(0.01)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02])  # ratio 2 kept
+    assert opt.get_lr() == pytest.approx(0.01)

@@ -700,6 +700,7 @@ def test_load_state_dict_keeps_step_dtype_in_fused_groups_like_torch():
 def test_accelerator_path_never_reads_state_on_the_host(monkeypatch, fix, foreach):
     # On a device other than CPU, eta/mu stay device tensors (no .item(): no host-device sync per
     # step, unlike torch). Forced on CPU here by declaring no device host-readable.
+    import asgd_bridge.torch._schedule as schedule
     import asgd_bridge.torch.asgd as impl
 
     p0s = initial_params(torch.float32)
@@ -710,8 +711,45 @@ def test_accelerator_path_never_reads_state_on_the_host(monkeypatch, fix, foreac
     def no_host_read(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a state scalar was read on the host")
 
-    monkeypatch.setattr(impl, "_HOST_DEVICES", frozenset())
+    monkeypatch.setattr(schedule, "_HOST_DEVICES", frozenset())
+    monkeypatch.setattr(schedule, "_get_value", no_host_read)
     monkeypatch.setattr(impl, "_get_value", no_host_read)
     monkeypatch.setattr(torch.Tensor, "item", no_host_read)
     device, _, _ = run(ASGD, p0s, grads, hp)
     assert_close_rel(device, host, 1e-6)
+
+
+@pytest.mark.parametrize("hp", [{"lr": 0.05, "lambd": 1e-4, "alpha": 0.75, "t0": 3.0},
+                                {"lr": 0.3, "lambd": 0.1, "alpha": 1.0, "t0": 0.0},
+                                {"lr": 1e-2, "lambd": 0.0, "alpha": 0.5, "t0": 1e6}], ids=case_id)
+def test_on_device_schedule_is_the_reference(hp: dict[str, float]) -> None:
+    """Every form of torch/_schedule.py (host, device, foreach, fused's pair) is the reference's eta/mu:
+    the host form to the last bit, the tensor forms to float64 rounding."""
+    lr, lambd, alpha, t0 = hp["lr"], hp["lambd"], hp["alpha"], hp["t0"]
+    steps = [torch.tensor(float(t), dtype=torch.float64) for t in range(12)]
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the host form makes 0-d tensors of the default dtype
+    try:
+        _check_schedule_forms(lr, lambd, alpha, t0, steps)
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _check_schedule_forms(lr: float, lambd: float, alpha: float, t0: float, steps: list) -> None:
+    from asgd_bridge import reference as ref
+    from asgd_bridge.torch import _fused, _schedule
+
+    for t, s in enumerate(steps):
+        want_eta, want_mu = ref.eta_schedule(lr, lambd, alpha, t), ref.mu_schedule(t, t0)
+        assert _schedule.eta(lr, lambd, alpha, s, False).item() == want_eta
+        assert _schedule.mu(s, t0, False).item() == want_mu
+        for got_eta, got_mu in ((_schedule.eta(lr, lambd, alpha, s, True), _schedule.mu(s, t0, True)),
+                                _fused._schedule(s, lr, lambd, alpha, t0)):  # fmt: skip
+            assert got_eta.item() == pytest.approx(want_eta, rel=1e-15, abs=0)
+            assert got_mu.item() == pytest.approx(want_mu, rel=1e-15, abs=0)
+    for on_device in (False, True):
+        etas = _schedule.foreach_eta(steps, lr, lambd, alpha, on_device, "cpu")
+        mus = _schedule.foreach_mu(steps, t0, on_device, "cpu")
+        for t, (e, m) in enumerate(zip(etas, mus, strict=True)):
+            assert e.item() == pytest.approx(ref.eta_schedule(lr, lambd, alpha, t), rel=1e-15, abs=0)
+            assert m.item() == pytest.approx(ref.mu_schedule(t, t0), rel=1e-15, abs=0)

@@ -27,16 +27,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .specs import is_custom, parse_grad_clip, parse_regularizer, parse_weight_decay, weight_decay_value
 from .state_format import ASGD_FORMAT, SAG_FORMAT, StateDictError, check_state_dict, is_paddle_sag_format
 
 __all__ = [
     "CheckpointError",
     "convert_state_dict",
     "detect_kind",
-    "paddle_to_torch",
     "parameter_names",
     "target_layout",
-    "torch_to_paddle",
 ]
 
 Framework = Literal["torch", "paddle"]
@@ -441,11 +440,11 @@ def _asgd_decay_towards_torch(
 ) -> float:
     """torch's weight_decay for an asgd_bridge.paddle.ASGD group: its float plus an L2 regulariser;
     an L1/custom regulariser or a clip raises (or, with ``drop_unsupported``, warns and is dropped)."""
-    reg = _spec(group.get("regularizer"))
+    reg = parse_regularizer(_spec(group.get("regularizer")))
     clip = _spec(group.get("grad_clip"))
     problems = []
     if reg is not None:
-        if reg[0] == "l2" and len(reg) == 2:
+        if reg[0] == "l2":
             weight_decay += float(reg[1])
         elif reg[0] == "l1":
             problems.append(
@@ -475,10 +474,12 @@ def _convert_group(
 ) -> dict[str, Any]:
     if kind == "sag":
         out = {k: group[k] for k in _SAG_KEYS if k in group}
-        if isinstance(out.get("grad_clip"), list):
-            out["grad_clip"] = tuple(out["grad_clip"])
-        if isinstance(out.get("weight_decay"), list):
-            out["weight_decay"] = tuple(out["weight_decay"])
+        if "grad_clip" in out:
+            out["grad_clip"] = parse_grad_clip(_spec(out["grad_clip"]))
+        if "weight_decay" in out:
+            wd = out["weight_decay"]
+            wd = _spec(wd) if isinstance(wd, (tuple, list)) else wd
+            out["weight_decay"] = weight_decay_value(*parse_weight_decay(wd))
         return out
     missing = [k for k in _ASGD_KEYS if k not in group and k != "maximize"]
     if missing:
@@ -491,8 +492,9 @@ def _convert_group(
         out[k] = bool(group.get(k, False))
     if to == "paddle":
         # the state dict defines the group's decay: torch's float, or a Paddle source's regulariser
-        out["regularizer"] = _spec(group.get("regularizer"))
-        out["grad_clip"] = _spec(group.get("grad_clip"))
+        out["regularizer"] = parse_regularizer(_spec(group.get("regularizer")))
+        clip = _spec(group.get("grad_clip"))
+        out["grad_clip"] = clip if clip is None or is_custom(clip) else parse_grad_clip(clip)
     if to == "torch":
         out["weight_decay"] = _asgd_decay_towards_torch(group, out["weight_decay"], index, drop_unsupported)
         out.update(_TORCH_ONLY)
@@ -504,13 +506,3 @@ def _convert_group(
                 stacklevel=3,
             )
     return out
-
-
-def torch_to_paddle(state_dict: Mapping[str, Any], target: Any = None, **kwargs: Any) -> dict[str, Any]:
-    """:func:`convert_state_dict` with ``to="paddle"``."""
-    return convert_state_dict(state_dict, to="paddle", target=target, **kwargs)
-
-
-def paddle_to_torch(state_dict: Mapping[str, Any], target: Any = None, **kwargs: Any) -> dict[str, Any]:
-    """:func:`convert_state_dict` with ``to="torch"``."""
-    return convert_state_dict(state_dict, to="torch", target=target, **kwargs)

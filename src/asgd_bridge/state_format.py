@@ -56,16 +56,14 @@ from typing import Any, Literal
 import numpy as np
 
 from .hyperparams import (
-    ASGD_DEFAULTS,
     SAG_DEFAULTS,
-    check_asgd,
     check_asgd_schedule,
     check_flag,
-    check_rate,
+    check_lr,
     check_sag,
-    parse_grad_clip,
-    parse_weight_decay,
+    check_weight_decay,
 )
+from .specs import is_custom, parse_grad_clip, parse_regularizer, parse_weight_decay
 
 __all__ = [
     "ASGD_FORMAT",
@@ -214,17 +212,16 @@ class Format:
 
 
 def _asgd_hyper(name: str) -> Callable[[Any, Framework | None], Any]:
-    """A group's ``name`` as the constructors check it: ``check_asgd`` (lr, weight_decay) or
+    """A group's ``name`` as the constructors check it: ``check_lr``, ``check_weight_decay`` or
     ``check_asgd_schedule`` (lambd, alpha, t0); Paddle's ASGD takes lr and weight_decay only as
-    finite Python numbers (``check_rate``), torch also as (1-element) tensors or ``inf``."""
+    finite Python numbers, torch also as (1-element) tensors or ``inf``."""
 
     def check(value: Any, framework: Framework | None) -> Any:
         if name in ("lambd", "alpha", "t0"):
             check_asgd_schedule(**{name: value})
             return value
-        if framework == "paddle":
-            check_rate(f"{name} value", value)
-        check_asgd(**{**ASGD_DEFAULTS, name: value})
+        torch_like = framework != "paddle"
+        (check_lr if name == "lr" else check_weight_decay)(value, finite=not torch_like, tensor=torch_like)
         return value
 
     return check
@@ -251,23 +248,15 @@ def _paddle_only_spec(name: str, parse: Callable[[Any], Any]) -> Callable[[Any, 
                 f"torch's ASGD has no {name}, so {value!r} cannot be honoured (convert the state dict "
                 "with asgd_bridge.checkpoint.convert_state_dict, which says what is dropped)"
             )
-        if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == "custom":
-            if not isinstance(value[1], str):
-                raise ValueError(f"Invalid {name} value: {value!r} (('custom', class name))")
-            return value
+        if is_custom(value):
+            return parse_regularizer(value)  # checks the class name
         return parse(value)
 
     return check
 
 
-def _regularizer(value: Any) -> Any:
-    if not (isinstance(value, (tuple, list)) and len(value) == 2 and value[0] in ("l1", "l2")):
-        raise ValueError(f"Invalid regularizer value: {value!r} (expected None, ('l2', c) or ('l1', c))")
-    return parse_weight_decay(value)
-
-
 def _sag_lr(value: Any, framework: Framework | None) -> Any:
-    return check_rate("learning rate", value)
+    return check_lr(value)
 
 
 def _sag_batch_num(value: Any, framework: Framework | None) -> Any:
@@ -300,7 +289,7 @@ ASGD_FORMAT = Format(
         GroupKey("fused", _flag("fused", none_ok=True), "None, True or False", required=False),
         GroupKey(
             "regularizer",
-            _paddle_only_spec("regularizer", _regularizer),
+            _paddle_only_spec("regularizer", parse_regularizer),
             "None, ('l2', c) or ('l1', c) (Paddle only)",
             required=False,
         ),

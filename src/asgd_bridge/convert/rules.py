@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 from asgd_bridge.hyperparams import ASGD_DEFAULTS, SAG_DEFAULTS
+from asgd_bridge.specs import PADDLE_SPEC_CLASSES
 
 __all__ = [
     "ASGD_RULES",
@@ -280,13 +281,7 @@ SAG_RULES: tuple[ArgRule, ...] = (
 
 
 #: Paddle regulariser/clip classes -> (asgd_bridge.torch.SAG spec tag, their argument names in order).
-SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "paddle.regularizer.L2Decay": ("l2", ("coeff",)),
-    "paddle.regularizer.L1Decay": ("l1", ("coeff",)),
-    "paddle.nn.ClipGradByNorm": ("norm", ("clip_norm",)),
-    "paddle.nn.ClipGradByGlobalNorm": ("global_norm", ("clip_norm",)),
-    "paddle.nn.ClipGradByValue": ("value", ("max", "min")),
-}
+SPEC_RULES: dict[str, tuple[str, tuple[str, ...]]] = PADDLE_SPEC_CLASSES
 
 #: Paddle optimizer methods on a converted SAG -> (torch method or runtime helper, why); None: reported.
 PADDLE_METHOD_RULES: dict[str, tuple[str | None, str]] = {

@@ -15,20 +15,28 @@ import paddle
 from paddle import _C_ops
 from paddle.nn.clip import GradientClipBase
 from paddle.optimizer.lr import LRScheduler
-from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
+from paddle.regularizer import WeightDecayRegularizer
 
 from ..averaging import AveragedWeights
-from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_rate
+from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_lr, check_name
 from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
 from ._amp import skip_for_found_inf
-from .sag import clip_to_spec
+from ._common import HALF as _LOW_PRECISION
+from ._common import (
+    clip_from_spec,
+    clip_to_spec,
+    prepare_gradients,
+    regularize,
+    regularizer_to_spec,
+    saved_regularizer,
+    split_weight_decay,
+)
 
 __all__ = ["ASGD"]
 
 Tensor = paddle.Tensor
 
-_LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 _GROUP_KEYS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize", "immediate_lr", "bottou_average")
 _FLAGS = ("maximize", "immediate_lr", "bottou_average")
 
@@ -39,57 +47,6 @@ _FLAGS = ("maximize", "immediate_lr", "bottou_average")
 def _check_flag(name: str, value: Any) -> bool:
     # NumPy bools are accepted here too (group values that went through NumPy).
     return check_flag(name, bool(value) if isinstance(value, np.bool_) else value)
-
-
-def _check_rate(name: str, value: Any) -> float:
-    return check_rate(f"{name} value", value)
-
-
-def _split_weight_decay(name: str, value: Any) -> tuple[float, WeightDecayRegularizer | None]:
-    """A weight_decay argument as (torch-style coefficient, Paddle regulariser)."""
-    if value is None:
-        return 0.0, None
-    if isinstance(value, WeightDecayRegularizer):
-        return 0.0, value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"Invalid {name} value: {value!r} (expected a float >= 0, paddle.regularizer.L1Decay, "
-            "L2Decay or None)"
-        )
-    if not 0.0 <= value < float("inf"):
-        raise ValueError(f"Invalid {name} value: {value} (must be a finite float >= 0)")
-    return float(value), None
-
-
-def _regularizer_spec(reg: WeightDecayRegularizer | None) -> tuple[str, Any] | None:
-    """A group's Paddle regulariser as the plain, framework-free form state dicts carry:
-    ``None``, ``("l2", c)``, ``("l1", c)``, or ``("custom", class name)`` for another regulariser."""
-    if reg is None:
-        return None
-    if isinstance(reg, L2Decay):
-        return ("l2", float(reg._coeff))
-    if isinstance(reg, L1Decay):
-        return ("l1", float(reg._coeff))
-    return ("custom", type(reg).__name__)
-
-
-def _regularizer_from_spec(
-    spec: Any, current: WeightDecayRegularizer | None, where: str
-) -> WeightDecayRegularizer | None:
-    """The regulariser a saved spec stands for (``current`` is kept for a matching custom one)."""
-    if spec is None:
-        return None
-    if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == "custom":
-        if current is not None and type(current).__name__ == spec[1]:
-            return current
-        raise ValueError(
-            f"{where}: the saved regularizer is a custom {spec[1]} that a state dict cannot carry; "
-            f"build the optimizer with it (weight_decay={spec[1]}(...)) before loading"
-        )
-    if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] in ("l1", "l2")):
-        raise ValueError(f"{where}: invalid regularizer {spec!r} (expected None, ('l2', c) or ('l1', c))")
-    coeff = _check_rate("regularizer coefficient", float(spec[1]))
-    return L2Decay(coeff) if spec[0] == "l2" else L1Decay(coeff)
 
 
 # --------------------------------------------------------------------------- state
@@ -271,17 +228,14 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         bottou_average: bool = False,
     ) -> None:
         if isinstance(learning_rate, LRScheduler):
-            global_lr = _check_rate("learning_rate", learning_rate())
+            global_lr = float(check_lr(learning_rate(), name="learning_rate"))
         else:
-            learning_rate = global_lr = _check_rate("learning_rate", learning_rate)
-        wd, regularizer = _split_weight_decay("weight_decay", weight_decay)
+            learning_rate = global_lr = float(check_lr(learning_rate, name="learning_rate"))
+        wd, regularizer = split_weight_decay(weight_decay)
         check_asgd(global_lr, lambd, alpha, t0, wd)
-        if grad_clip is not None and not isinstance(grad_clip, GradientClipBase):
-            raise ValueError(
-                f"Invalid grad_clip value: {grad_clip!r} (expected a paddle.nn.ClipGradBy* instance or None)"
-            )
-        if name is not None and not isinstance(name, str):
-            raise ValueError(f"Invalid name value: {name!r} (expected a str or None)")
+        if not isinstance(grad_clip, GradientClipBase):
+            grad_clip = clip_from_spec(grad_clip)
+        check_name(name)
         self._defaults: dict[str, Any] = {
             "lr": global_lr,
             "lambd": float(lambd),
@@ -356,13 +310,13 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         new = {"params": params}
         global_lr = float(self.get_lr())
         if "lr" in group:  # torch: absolute; kept proportional to the global lr
-            new["lr"] = _check_rate("lr", group.pop("lr"))
+            new["lr"] = float(check_lr(group.pop("lr")))
             scale = new["lr"] / global_lr if global_lr > 0 else None
         else:
-            scale = _check_rate("learning_rate", group.pop("learning_rate", 1.0))
+            scale = float(check_lr(group.pop("learning_rate", 1.0), name="learning_rate"))
             new["lr"] = global_lr * scale
         if "weight_decay" in group:
-            wd, regularizer = _split_weight_decay("weight_decay", group.pop("weight_decay"))
+            wd, regularizer = split_weight_decay(group.pop("weight_decay"))
         else:
             wd, regularizer = self._defaults["weight_decay"], self._default_regularizer
         for key in ("lambd", "alpha", "t0"):
@@ -417,33 +371,38 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            work: list[tuple[int, Tensor, Tensor, bool]] = []
-            for index, group in enumerate(self._groups):
-                for p in group["params"]:
-                    grad = None if p.stop_gradient else p.grad
-                    if grad is None:
-                        continue
-                    if grad.is_selected_rows():
-                        raise RuntimeError("ASGD does not support sparse (SelectedRows) gradients")
-                    if p.dtype in _LOW_PRECISION:
-                        grad = grad.astype("float32")
-                    # maximize negates the raw gradient before clipping and regularisers
-                    # (reference.prepare_gradients); without those, the update uses -eta instead.
-                    negated = group["maximize"] and self._negate_first(p, index)
-                    work.append((index, p, -grad if negated else grad, negated))
-            if self._grad_clip is not None and work:
-                clipped = {id(p): g for p, g in self._grad_clip([(p, g) for _, p, g, _ in work])}
-                work = [(index, p, clipped.get(id(p), g), neg) for index, p, g, neg in work]
-            for index, p, grad, negated in work:
-                self._update(p, grad, self._groups[index], self._extras[index], negated)
+            for index, pairs in enumerate(self._prepared_gradients("ASGD")):
+                group, extras = self._groups[index], self._extras[index]
+                for p, grad in pairs:
+                    self._update(p, grad, group, extras, group["maximize"])
         return loss
 
-    def _negate_first(self, p: Tensor, index: int) -> bool:
-        """Whether a clip or a regulariser sees this parameter's gradient (so it is negated up front)."""
-        return (
-            self._grad_clip is not None
-            or getattr(p, "regularizer", None) is not None
-            or self._extras[index].regularizer is not None
+    def _prepared_gradients(self, who: str, regularizer_of: Any = None) -> list[list[tuple[Tensor, Tensor]]]:
+        """Every group's ``(param, grad)`` pairs through :func:`asgd_bridge.paddle._common.prepare_gradients`:
+        negated per group (``maximize``), clipped by the one ``grad_clip`` over all groups together, and
+        regularised by ``regularizer_of(index)`` (default: the group's Paddle regulariser)."""
+        groups = []
+        for group in self._groups:
+            pairs = []
+            for p in group["params"]:
+                grad = None if p.stop_gradient else p.grad
+                if grad is None:
+                    continue
+                if grad.is_selected_rows():
+                    raise RuntimeError(f"{who} does not support sparse (SelectedRows) gradients")
+                pairs.append((p, grad))
+            groups.append(pairs)
+        regularizer_of = regularizer_of or (lambda index: self._extras[index].regularizer)
+
+        def reg(index: int, p: Tensor, g: Tensor) -> Tensor:
+            return regularize(self, p, g, regularizer_of(index), self._master_weights.get(p.name))
+
+        return prepare_gradients(
+            groups,
+            maximize=[bool(group["maximize"]) for group in self._groups],
+            clips=[self._grad_clip],
+            across_groups=True,
+            regularize=reg,
         )
 
     def _update(
@@ -463,10 +422,9 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         # w: the tensor the update runs on (the parameter, or a float32 master / working copy)
         w = p if not low else self._master_weights[p.name] if self._multi_precision else p.astype("float32")
 
-        own = getattr(p, "regularizer", None)
-        wd = 0.0 if own is not None else group["weight_decay"]
-        if own is not None or extras.regularizer is not None:
-            grad = self._create_regularization_of_grad(p, grad, extras.regularizer)
+        # grad is prepared (negated if ``negated``, clipped, regularised); a parameter's own regulariser
+        # replaces torch's float weight decay, as Paddle's replaces the optimizer's
+        wd = 0.0 if getattr(p, "regularizer", None) is not None else group["weight_decay"]
 
         t = st.step + 1
         rnd = st.scalar_dtype
@@ -564,7 +522,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
             groups.append(
                 {
                     **{key: group[key] for key in _GROUP_KEYS},
-                    "regularizer": _regularizer_spec(extras.regularizer),
+                    "regularizer": regularizer_to_spec(extras.regularizer),
                     "grad_clip": clip,
                     "params": indices,
                 }
@@ -594,7 +552,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         saved_groups = state_dict["param_groups"]
         # a group's regulariser (absent from older state dicts and torch's: the constructor's stays)
         regularizers = [
-            _regularizer_from_spec(saved["regularizer"], extras.regularizer, f"param group {index}")
+            saved_regularizer(saved["regularizer"], extras.regularizer, f"param group {index}")
             if "regularizer" in saved
             else extras.regularizer
             for index, (saved, extras) in enumerate(zip(saved_groups, self._extras, strict=True))
@@ -643,10 +601,7 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
 
     def _grad_clip_spec(self) -> tuple | None:
         """The optimizer's ``grad_clip`` in the plain form state dicts carry (``None`` without one)."""
-        if self._grad_clip is None:
-            return None
-        spec = clip_to_spec(self._grad_clip)
-        return spec if spec is not None else ("custom", type(self._grad_clip).__name__)
+        return clip_to_spec(self._grad_clip)
 
 
 def _param_lr_multiplier(p: Tensor) -> float:

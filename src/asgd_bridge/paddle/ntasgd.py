@@ -114,27 +114,19 @@ class NTASGD(NonMonotonicAveraging, ASGD):
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            work: list[tuple[int, Tensor, Tensor]] = []
-            for index, group in enumerate(self._groups):
-                for p in group["params"]:
-                    grad = None if p.stop_gradient else p.grad
-                    if grad is None:
-                        continue
-                    if grad.is_selected_rows():
-                        raise RuntimeError("NTASGD does not support sparse (SelectedRows) gradients")
-                    work.append((index, p, -grad if group["maximize"] else grad))
-            if self._grad_clip is not None and work:
-                clipped = {id(p): g for p, g in self._grad_clip([(p, g) for _, p, g in work])}
-                work = [(index, p, clipped.get(id(p), g)) for index, p, g in work]
-            for index, p, grad in work:
-                group, extras = self._groups[index], self._extras[index]
-                regularizer = extras.regularizer
-                if regularizer is None and group["weight_decay"]:
-                    regularizer = L2Decay(group["weight_decay"])  # paddle.optimizer.SGD's float weight_decay
-                grad = self._create_regularization_of_grad(p, grad, regularizer)
-                lr = group["lr"] * _param_lr_multiplier(p)
-                _C_ops.sgd_(p, self._scalar(lr, p.dtype), grad, None, False)
+            for index, pairs in enumerate(self._prepared_gradients("NTASGD", self._sgd_regularizer)):
+                group = self._groups[index]
+                for p, grad in pairs:
+                    lr = group["lr"] * _param_lr_multiplier(p)
+                    grad = grad if grad.dtype == p.dtype else grad.astype(p.dtype)  # prepared in fp32
+                    _C_ops.sgd_(p, self._scalar(lr, p.dtype), grad, None, False)
         self._count_step()
         return loss
+
+    def _sgd_regularizer(self, index: int) -> WeightDecayRegularizer | None:
+        """Group ``index``'s regulariser before the switch: its Paddle one, else ``L2Decay`` of its float
+        ``weight_decay`` (``paddle.optimizer.SGD``'s meaning of the float)."""
+        regularizer, wd = self._extras[index].regularizer, self._groups[index]["weight_decay"]
+        return regularizer if regularizer is not None or not wd else L2Decay(wd)
 
     set_state_dict = NonMonotonicAveraging.load_state_dict

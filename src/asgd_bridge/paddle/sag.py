@@ -13,17 +13,23 @@ import paddle
 from paddle.nn.clip import ClipGradBase
 from paddle.optimizer import Optimizer
 from paddle.optimizer.lr import LRScheduler
-from paddle.regularizer import L1Decay, L2Decay, WeightDecayRegularizer
+from paddle.regularizer import WeightDecayRegularizer
 
-from asgd_bridge.hyperparams import (
-    SAG_DEFAULTS,
-    check_flag,
-    check_sag,
-    parse_grad_clip,
-    parse_weight_decay,
-)
+from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_name, check_sag
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.paddle._amp import skip_for_found_inf
+from asgd_bridge.paddle._common import (
+    HALF as _HALF,
+)
+from asgd_bridge.paddle._common import (
+    clip_from_spec,
+    clip_to_spec,
+    prepare_gradients,
+    regularize,
+    regularizer_from_spec,
+    regularizer_to_spec,
+)
+from asgd_bridge.specs import weight_decay_value
 from asgd_bridge.state_format import (
     SAG_FORMAT,
     check_state_dict,
@@ -41,54 +47,16 @@ except ImportError:  # pragma: no cover - every Paddle 3 has it
 
 __all__ = ["SAG"]
 
-_HALF = (paddle.float16, paddle.bfloat16)
 _FUSED_DTYPES = (paddle.float32, paddle.float64)
 
 
-def regularizer_from_spec(spec: Any) -> WeightDecayRegularizer | None:
-    """``weight_decay`` as Paddle takes it (``None``, number, ``L1Decay``, ``L2Decay``) or as a spec
-    (:func:`asgd_bridge.hyperparams.parse_weight_decay`), returned as a Paddle regulariser."""
-    if spec is None or isinstance(spec, WeightDecayRegularizer):
-        return spec
-    kind, coeff = parse_weight_decay(spec)
-    return L2Decay(coeff) if kind == "l2" else L1Decay(coeff)
-
-
-def regularizer_to_spec(reg: Any) -> float | tuple[str, float] | None:
-    """A Paddle regulariser as the framework-neutral spec that state dicts carry."""
-    if reg is None:
+def _weight_decay_spec(reg: Any) -> float | tuple[str, float] | None:
+    """A group's regulariser as SAG state dicts carry it (:func:`asgd_bridge.specs.weight_decay_value`);
+    ``None`` for a custom regulariser, which no state dict can carry."""
+    spec = regularizer_to_spec(reg)
+    if spec is None:
         return 0.0
-    if isinstance(reg, (int, float)) and not isinstance(reg, bool):
-        return float(reg)
-    if isinstance(reg, L2Decay):
-        return float(reg._coeff)
-    if isinstance(reg, L1Decay):
-        return ("l1", float(reg._coeff))
-    return None  # a custom regulariser: not representable
-
-
-def clip_from_spec(spec: Any) -> ClipGradBase | None:
-    """``grad_clip`` as a Paddle ``ClipGradBy*`` object or a spec (:func:`parse_grad_clip`)."""
-    if spec is None or isinstance(spec, ClipGradBase):
-        return spec
-    canon = parse_grad_clip(spec)
-    assert canon is not None
-    if canon[0] == "global_norm":
-        return paddle.nn.ClipGradByGlobalNorm(canon[1])
-    if canon[0] == "norm":
-        return paddle.nn.ClipGradByNorm(canon[1])
-    return paddle.nn.ClipGradByValue(max=canon[2], min=canon[1])
-
-
-def clip_to_spec(clip: Any) -> tuple | None:
-    """A Paddle ``ClipGradBy*`` object as the framework-neutral spec that state dicts carry."""
-    if isinstance(clip, paddle.nn.ClipGradByGlobalNorm):
-        return ("global_norm", float(clip.clip_norm))
-    if isinstance(clip, paddle.nn.ClipGradByNorm):
-        return ("norm", float(clip.clip_norm))
-    if isinstance(clip, paddle.nn.ClipGradByValue):
-        return ("value", float(clip.min), float(clip.max))
-    return None
+    return None if spec[0] == "custom" else weight_decay_value(*spec)
 
 
 def _copy_tensor(value: Any, dtype: Any) -> paddle.Tensor:
@@ -98,22 +66,7 @@ def _copy_tensor(value: Any, dtype: Any) -> paddle.Tensor:
     return paddle.to_tensor(value, dtype=dtype)
 
 
-def _clip(clip: ClipGradBase, pairs: list) -> list:
-    """Apply Paddle's ``clip`` to ``(param, grad)`` pairs; ``ClipGradByNorm`` on float64 gradients is
-    computed here (Paddle has no float64 ``clip_by_norm`` kernel on CPU), the same formula."""
-    if type(clip) is not paddle.nn.ClipGradByNorm or all(g.dtype != paddle.float64 for _, g in pairs):
-        return clip(pairs)
-    out = []
-    for p, g in pairs:
-        if g.dtype != paddle.float64 or getattr(p, "need_clip", True) is False:
-            out.append(clip([(p, g)])[0] if g.dtype != paddle.float64 else (p, g))
-            continue
-        norm = paddle.linalg.vector_norm(g)
-        out.append((p, g * (clip.clip_norm / paddle.clip(norm, min=clip.clip_norm))))
-    return out
-
-
-_GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "batch_num"}
+_GROUP_KEYS = {"params", "learning_rate", "weight_decay", "grad_clip", "batch_num", "maximize"}
 
 
 def _device_name(p: paddle.Tensor) -> str:
@@ -166,7 +119,8 @@ class SAG(Optimizer):
         multi_precision: fp32 master weight (state ``"master"``) and fp32 ``d`` for float16/bfloat16
             parameters; ``y`` stays in the parameter's dtype.
         name: Paddle's optional name (unused by the state dict).
-        maximize: negate the gradient before clipping and the regulariser (torch's convention).
+        maximize: negate the gradient before clipping and the regulariser (torch's convention); a
+            param group may set its own (``{"params": ..., "maximize": True}``), as in torch.
         check_memory: ``False`` skips the memory estimate (so does ``ASGD_BRIDGE_SKIP_MEMORY_CHECK=1``).
 
     References:
@@ -187,29 +141,15 @@ class SAG(Optimizer):
         maximize: bool = False,
         check_memory: bool = True,
     ) -> None:
-        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, LRScheduler)):
-            raise ValueError(
-                f"Invalid learning_rate: {learning_rate!r} (expected a float >= 0 or an LRScheduler)"
-            )
-        if not isinstance(learning_rate, LRScheduler) and not 0.0 <= learning_rate < float("inf"):
-            raise ValueError(f"Invalid learning_rate value: {learning_rate} (must be a finite float >= 0)")
+        if not isinstance(learning_rate, LRScheduler):
+            learning_rate = float(check_lr(learning_rate, name="learning_rate"))
         check_sag(learning_rate, batch_num)
         maximize = check_flag("maximize", maximize)
         multi_precision = check_flag("multi_precision", multi_precision)
         check_memory = check_flag("check_memory", check_memory)
-        if name is not None and not isinstance(name, str):
-            raise ValueError(f"Invalid name value: {name!r} (expected a str or None)")
-        if isinstance(learning_rate, int):
-            learning_rate = float(learning_rate)
-        if not (weight_decay is None or isinstance(weight_decay, (L1Decay, L2Decay))):
-            if isinstance(weight_decay, WeightDecayRegularizer):
-                raise ValueError(
-                    f"Invalid weight_decay value: {weight_decay!r} (expected a float, L2Decay, L1Decay, "
-                    "('l2', c) or ('l1', c))"
-                )
-            weight_decay = regularizer_from_spec(weight_decay)
-        if grad_clip is not None and not isinstance(grad_clip, ClipGradBase):
-            grad_clip = clip_from_spec(grad_clip)
+        check_name(name)
+        weight_decay = regularizer_from_spec(weight_decay)
+        grad_clip = clip_from_spec(grad_clip)
         if parameters is None:
             raise ValueError("parameters should not be None: SAG runs in dynamic graph mode only")
         if isinstance(parameters, (paddle.Tensor, dict)):
@@ -272,16 +212,12 @@ class SAG(Optimizer):
                     f"Invalid learning_rate value in a param group: {mult!r} (a multiplier: a finite "
                     "float >= 0)"
                 )
-        wd = group.get("weight_decay")
-        if wd is not None and not isinstance(wd, (L1Decay, L2Decay)):
-            if isinstance(wd, WeightDecayRegularizer):
-                raise ValueError(
-                    f"Invalid weight_decay value in a param group: {wd!r} (expected a float, L2Decay, "
-                    "L1Decay, ('l2', c) or ('l1', c))"
-                )
-            group["weight_decay"] = regularizer_from_spec(wd)
+        if group.get("weight_decay") is not None:
+            group["weight_decay"] = regularizer_from_spec(group["weight_decay"])
         if group.get("grad_clip") is not None:
             group["grad_clip"] = clip_from_spec(group["grad_clip"])
+        if "maximize" in group:
+            check_flag("maximize", group["maximize"])
         return group
 
     def _warn_half(self, params: list[paddle.Tensor], stacklevel: int) -> None:
@@ -410,20 +346,6 @@ class SAG(Optimizer):
             cache[key] = paddle.to_tensor([value], dtype=dtype)
         return cache[key]
 
-    def _regularize(self, p: paddle.Tensor, g: paddle.Tensor, weight: paddle.Tensor) -> paddle.Tensor:
-        reg = getattr(p, "regularizer", None)
-        if reg is None:
-            reg = self.regularization
-        if reg is None:
-            return g
-        if isinstance(reg, (int, float)):
-            reg = L2Decay(float(reg))
-        if isinstance(reg, L2Decay):
-            return g + weight * reg._coeff if reg._coeff != 0 else g
-        if isinstance(reg, L1Decay):
-            return g + paddle.sign(weight) * reg._coeff if reg._coeff != 0 else g
-        return self._create_regularization_of_grad(p, g, reg)
-
     # ------------------------------------------------------------------ step
 
     def step(self) -> None:
@@ -449,9 +371,10 @@ class SAG(Optimizer):
             raise RuntimeError("asgd_bridge.paddle.SAG supports dynamic graph mode only")
         if isinstance(params_grads, dict):
             clip = params_grads.get("grad_clip", self._grad_clip)
+            maximize = params_grads.get("maximize", self._maximize)
             pairs = params_grads["params"]
         else:
-            clip, pairs = self._grad_clip, params_grads
+            clip, maximize, pairs = self._grad_clip, self._maximize, params_grads
         pairs = [(p, g) for p, g in pairs if g is not None]
         if not pairs or skip_for_found_inf(self):
             return None
@@ -459,13 +382,9 @@ class SAG(Optimizer):
             fresh = [p for p, _ in pairs if self._position[id(p)] not in self._sag_state]
             if fresh:
                 self._check_allocation(fresh)
-        # float16/bfloat16 gradients are clipped and regularised in fp32, where the update is computed
-        # (and where Paddle's CPU kernels exist).
-        pairs = [(p, g.astype(paddle.float32) if g.dtype in _HALF else g) for p, g in pairs]
-        if self._maximize:
-            pairs = [(p, -g) for p, g in pairs]
-        if clip is not None:
-            pairs = _clip(clip, pairs)
+        # negated and clipped per group (Paddle's Optimizer); the regulariser is added in _update, on
+        # the weights the update runs on (an fp32 master copy for float16/bfloat16)
+        (pairs,) = prepare_gradients([pairs], maximize=[maximize], clips=[clip])
         lr = float(self.get_lr())
         cache: dict = {}
         for p, g in pairs:
@@ -483,7 +402,7 @@ class SAG(Optimizer):
         d, y = state["d"], state["y"]
         master = state.get("master")
         if master is None and p.dtype in _FUSED_DTYPES and _FUSED is not None:
-            g = self._regularize(p, g, p)
+            g = regularize(self, p, g, self.regularization)
             key = (count, p.dtype)
             n_t = self._n_tensors.get(key)
             if n_t is None:
@@ -494,7 +413,8 @@ class SAG(Optimizer):
         else:
             # float16/bfloat16 (or no fused kernel): computed in fp32, stored in each tensor's dtype.
             w = master if master is not None else p.astype(paddle.float32)
-            g32 = self._regularize(p, g if g.dtype == paddle.float32 else g.astype(paddle.float32), w)
+            g32 = g if g.dtype == paddle.float32 else g.astype(paddle.float32)
+            g32 = regularize(self, p, g32, self.regularization, w)
             d32 = d if d.dtype == paddle.float32 else d.astype(paddle.float32)
             d32 = d32 - y[i].astype(paddle.float32)
             y[i] = g32.astype(y.dtype)
@@ -521,9 +441,9 @@ class SAG(Optimizer):
                 {
                     "lr": lr * mult,
                     "batch_num": int(g.get("batch_num", self._batch_num)),
-                    "weight_decay": regularizer_to_spec(g.get("weight_decay", self.regularization)),
+                    "weight_decay": _weight_decay_spec(g.get("weight_decay", self.regularization)),
                     "grad_clip": clip_to_spec(g.get("grad_clip", self._grad_clip)),
-                    "maximize": self._maximize,
+                    "maximize": bool(g.get("maximize", self._maximize)),
                     "multi_precision": self._multi_precision,
                     "params": [self._position[id(p)] for p in g["params"]],
                 }

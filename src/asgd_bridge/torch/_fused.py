@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .._native import asgd as _kernel
 from .._native.build import NativeUnavailable, warn_once
+from ._schedule import device_eta, device_mu
 from .asgd import _check_capturable_devices, check_fused_param
 
 __all__ = ["FusedUnavailable", "build_info", "fused_asgd_", "load_cpu_kernel"]
@@ -134,7 +135,7 @@ def fused_asgd_(
     if not rest:
         return
     devices = {params[i].device.type for i in rest}
-    if devices == {"cpu"} or _FORCE_FOREACH:
+    if devices == {"cpu"}:
         if kernel is not None:
             _warn_once(
                 "cpu-rest",
@@ -145,10 +146,6 @@ def fused_asgd_(
         return
     for i in rest:
         _compiled_one(params[i], grads[i], axs[i], mus[i], etas[i], state_steps[i], lr, hp)
-
-
-#: Tests set this to route every tensor through the foreach fallback.
-_FORCE_FOREACH = False
 
 
 def _pick(xs: Sequence[Tensor], idx: list[int]) -> list[Tensor]:
@@ -281,10 +278,8 @@ def _run_cpu(
 def _schedule(
     step: Tensor, lr: float | Tensor, lambd: float, alpha: float, t0: float
 ) -> tuple[Tensor, Tensor]:
-    """eta and mu after ``step`` updates (reference.eta_schedule / mu_schedule) on step's device."""
-    eta = lr / (1 + lambd * lr * step) ** alpha
-    mu = 1 / torch.clamp(step - t0, min=1)
-    return eta, mu
+    """eta and mu after ``step`` updates on step's device (:mod:`asgd_bridge.torch._schedule`)."""
+    return device_eta(step, lr, lambd, alpha), device_mu(step, t0)
 
 
 def _update_one(
@@ -295,11 +290,8 @@ def _update_one(
     """One tensor's step in torch ops (one kernel once compiled); schedule stays on the device."""
     opm = torch.float64 if p.dtype == torch.float64 else torch.float32
     t = step + 1
-    if immediate_lr:
-        eta_t = lr / (1 + lambd * lr * (t - 1)) ** alpha
-    else:
-        eta_t = eta
-    mu_t = 1 / torch.clamp(t - t0, min=1) if bottou_average else mu
+    eta_t = device_eta(t - 1, lr, lambd, alpha) if immediate_lr else eta
+    mu_t = device_mu(t, t0) if bottou_average else mu
     eta_o = eta_t.to(opm)
     pv, gv = p.to(opm), g.to(opm)
     if maximize:
@@ -364,7 +356,7 @@ def _foreach_asgd_(
         eta_use = [_schedule(s, lr, lambd, alpha, t0)[0] for s in prev]
     else:
         eta_use = list(etas)
-    mu_use = [1 / torch.clamp(s - t0, min=1) for s in steps] if bottou_average else list(mus)
+    mu_use = [device_mu(s, t0) for s in steps] if bottou_average else list(mus)
     g = torch._foreach_neg(grads) if maximize else list(grads)
     if weight_decay != 0:
         g = torch._foreach_add(g, params, alpha=weight_decay)

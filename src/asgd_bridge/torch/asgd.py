@@ -26,8 +26,8 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_asgd_schedule
-from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, checked_torch_load
+from . import _schedule
 
 __all__ = ["ASGD", "asgd"]
 
@@ -338,59 +338,6 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
             dst.copy_(src)
 
 
-# ---------------------------------------------------------------------- the schedule, per tensor
-
-
-#: Devices whose state scalars may be read on the host (``.item()``, ``float()``): a read there is a
-#: memory load, not a synchronisation. On any other device the scalars stay device tensors even
-#: without ``capturable`` (torch's ASGD syncs there once per parameter per step; ours never does).
-_HOST_DEVICES = frozenset({"cpu"})
-
-
-def _sync_free(device: torch.device, capturable: bool) -> bool:
-    """Whether eta/mu must be used as device tensors (no host read) on ``device``."""
-    return capturable or device.type not in _HOST_DEVICES
-
-
-def _eta(lr: float | Tensor, lambd: float, alpha: float, step_t: Tensor, capturable: bool) -> Tensor:
-    # eta_schedule with torch's operands: a device tensor when capturable (no host sync), else the
-    # Python-float expression torch evaluates (identical rounding).
-    if capturable:
-        return cast(Tensor, eta_schedule(lr, lambd, alpha, step_t))  # type: ignore[arg-type]
-    return torch.as_tensor(eta_schedule(lr, lambd, alpha, _get_value(step_t)))  # type: ignore[arg-type]
-
-
-def _mu(step_t: Tensor, t0: float, capturable: bool) -> Tensor:
-    if capturable:
-        # mu_schedule without Python's max (a host sync): torch's own capturable expression.
-        return 1 / torch.maximum(step_t - t0, torch.ones_like(step_t))
-    return torch.as_tensor(mu_schedule(_get_value(step_t), t0))
-
-
-def _foreach_eta(
-    steps: list[Tensor], lr: float | Tensor, lambd: float, alpha: float, capturable: bool, device: Any
-) -> list[Tensor]:
-    if capturable:
-        # eta_schedule as foreach ops, in torch's order.
-        etas = list(torch._foreach_mul(steps, lambd))
-        torch._foreach_mul_(etas, lr)
-        torch._foreach_add_(etas, 1)
-        torch._foreach_pow_(etas, alpha)
-        torch._foreach_reciprocal_(etas)
-        torch._foreach_mul_(etas, lr)
-        return etas
-    return [torch.as_tensor(eta_schedule(lr, lambd, alpha, s), device=device) for s in steps]  # type: ignore[arg-type]
-
-
-def _foreach_mu(steps: list[Tensor], t0: float, capturable: bool, device: Any) -> list[Tensor]:
-    if capturable:
-        mus = list(torch._foreach_sub(steps, t0))
-        torch._foreach_maximum_(mus, 1.0)
-        torch._foreach_reciprocal_(mus)
-        return mus
-    return [torch.as_tensor(mu_schedule(_get_value(s), t0), device=device) for s in steps]
-
-
 # ---------------------------------------------------------------------- implementation paths
 
 
@@ -454,12 +401,12 @@ def _single_tensor_asgd(
             ax = torch.view_as_real(ax)
 
         # On CPU exactly torch's ops (host reads of eta/mu are free there); elsewhere device scalars.
-        on_device = _sync_free(param.device, capturable)
+        on_device = _schedule.sync_free(param.device, capturable)
         if immediate_lr:
-            eta.copy_(_eta(lr, lambd, alpha, step_t, on_device))  # step_t = t - 1 updates so far
+            eta.copy_(_schedule.eta(lr, lambd, alpha, step_t, on_device))  # step_t = t - 1 updates so far
         step_t += 1
         if bottou_average:
-            mu.copy_(_mu(step_t, t0, on_device))
+            mu.copy_(_schedule.mu(step_t, t0, on_device))
 
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
@@ -477,8 +424,8 @@ def _single_tensor_asgd(
         else:
             ax.copy_(param)
 
-        eta.copy_(_eta(lr, lambd, alpha, step_t, on_device))
-        mu.copy_(_mu(step_t, t0, on_device))
+        eta.copy_(_schedule.eta(lr, lambd, alpha, step_t, on_device))
+        mu.copy_(_schedule.mu(step_t, t0, on_device))
 
 
 def _multi_tensor_asgd(
@@ -521,16 +468,16 @@ def _multi_tensor_asgd(
             _view_as_real(g_params, g_grads, g_axs)
         if maximize:
             g_grads = list(torch._foreach_neg(g_grads))
-        on_device = _sync_free(device, capturable)
+        on_device = _schedule.sync_free(device, capturable)
 
         if immediate_lr:
-            torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
+            torch._foreach_copy_(g_etas, _schedule.foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
         if not torch.compiler.is_compiling() and g_steps[0].is_cpu:
             torch._foreach_add_(g_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
         else:
             torch._foreach_add_(g_steps, 1)
         if bottou_average:
-            torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, on_device, device))
+            torch._foreach_copy_(g_mus, _schedule.foreach_mu(g_steps, t0, on_device, device))
 
         intermediate: list[Tensor]
         if weight_decay != 0:
@@ -549,8 +496,8 @@ def _multi_tensor_asgd(
         torch._foreach_addcmul_(g_axs, diff, g_mus)
         del diff
 
-        torch._foreach_copy_(g_etas, _foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
-        torch._foreach_copy_(g_mus, _foreach_mu(g_steps, t0, on_device, device))
+        torch._foreach_copy_(g_etas, _schedule.foreach_eta(g_steps, lr, lambd, alpha, on_device, device))
+        torch._foreach_copy_(g_mus, _schedule.foreach_mu(g_steps, t0, on_device, device))
 
 
 @_disable_dynamo_if_unsupported()

@@ -13,15 +13,11 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from asgd_bridge.hyperparams import (
-    SAG_DEFAULTS,
-    check_flag,
-    check_rate,
-    check_sag,
-    parse_grad_clip,
-    parse_weight_decay,
-)
+from asgd_bridge.convert.runtime import get_lr as runtime_get_lr
+from asgd_bridge.convert.runtime import set_lr as runtime_set_lr
+from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_sag
 from asgd_bridge.memory import StateTensor, check_sag_memory
+from asgd_bridge.specs import parse_grad_clip, parse_weight_decay, weight_decay_value
 from asgd_bridge.state_format import SAG_FORMAT, checked_torch_load
 
 __all__ = ["SAG"]
@@ -29,15 +25,61 @@ __all__ = ["SAG"]
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _canonical_weight_decay(spec: Any) -> float | tuple[str, float]:
-    kind, coeff = parse_weight_decay(spec)
-    return coeff if kind == "l2" else (kind, coeff)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
     return device.type
+
+
+def clip_scales(grads: list[torch.Tensor], clip: tuple | None) -> list[torch.Tensor] | None:
+    """Per-gradient scale factors of a norm clip over ``grads`` together (tensors, no host sync):
+    ``c / max(c, ||g||)`` (``("norm", c)``) or ``c / max(c, ||all g||)`` (``("global_norm", c)``);
+    ``None`` for no clip or a value clip. Norms of float16/bfloat16 gradients are taken in float32."""
+    if clip is None or clip[0] == "value":
+        return None
+    c = clip[1]
+    norms = [
+        torch.linalg.vector_norm(g, dtype=torch.float32 if g.dtype in _HALF else None) for g in grads
+    ]
+    if clip[0] == "norm":
+        return [c / torch.clamp(nrm, min=c) for nrm in norms]
+    acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    device = grads[0].device
+    total = torch.linalg.vector_norm(torch.stack([nrm.to(device=device, dtype=acc) for nrm in norms]))
+    scale = c / torch.clamp(total, min=c)
+    cache: dict[tuple, torch.Tensor] = {}
+    out = []
+    for g in grads:
+        key = (g.device, g.dtype if g.dtype not in _HALF else torch.float32)
+        if key not in cache:
+            cache[key] = scale.to(device=key[0], dtype=key[1])
+        out.append(cache[key])
+    return out
+
+
+def prepare_gradients_(
+    gs: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    *,
+    maximize: bool,
+    clip: tuple | None,
+    scales: list[torch.Tensor] | None,
+    regularizer: tuple[str, float],
+) -> None:
+    """:func:`asgd_bridge.reference.prepare_gradients` in place on ``gs`` with ``torch._foreach_*`` ops:
+    negate (``maximize``), clip (``("value", lo, hi)``, or the :func:`clip_scales` of a norm clip), add
+    the regulariser's term (``("l2", c)``: ``c * w``; ``("l1", c)``: ``c * sign(w)``, ``w`` in
+    ``weights``: the parameters, or their fp32 master copies)."""
+    if maximize:
+        torch._foreach_neg_(gs)
+    if clip is not None and clip[0] == "value":
+        torch._foreach_clamp_min_(gs, clip[1])
+        torch._foreach_clamp_max_(gs, clip[2])
+    elif scales is not None:
+        torch._foreach_mul_(gs, scales)
+    kind, coeff = regularizer
+    if coeff != 0:
+        torch._foreach_add_(gs, torch._foreach_sign(weights) if kind == "l1" else weights, alpha=coeff)
 
 
 class SAG(Optimizer):
@@ -125,12 +167,12 @@ class SAG(Optimizer):
 
     @staticmethod
     def _validate_group(group: dict[str, Any]) -> None:
-        lr = check_rate("learning rate", group["lr"])
+        lr = float(check_lr(group["lr"]))
         check_sag(lr, group["batch_num"])
         group["lr"] = lr
         for flag in ("maximize", "multi_precision"):
             check_flag(flag, group[flag])
-        group["weight_decay"] = _canonical_weight_decay(group["weight_decay"])
+        group["weight_decay"] = weight_decay_value(*parse_weight_decay(group["weight_decay"]))
         group["grad_clip"] = parse_grad_clip(group["grad_clip"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -252,29 +294,6 @@ class SAG(Optimizer):
                 self._step_group(group, params, grads, states)
         return loss
 
-    def _clip_scales(self, grads: list[torch.Tensor], clip: tuple | None) -> list | None:
-        """Per-gradient scale factors of the norm clips (tensors, no host sync), else ``None``."""
-        if clip is None or clip[0] == "value":
-            return None
-        c = clip[1]
-        norms = [
-            torch.linalg.vector_norm(g, dtype=torch.float32 if g.dtype in _HALF else None) for g in grads
-        ]
-        if clip[0] == "norm":
-            return [c / torch.clamp(nrm, min=c) for nrm in norms]
-        acc = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-        device = grads[0].device
-        total = torch.linalg.vector_norm(torch.stack([nrm.to(device=device, dtype=acc) for nrm in norms]))
-        scale = c / torch.clamp(total, min=c)
-        cache: dict[tuple, torch.Tensor] = {}
-        out = []
-        for g in grads:
-            key = (g.device, g.dtype if g.dtype not in _HALF else torch.float32)
-            if key not in cache:
-                cache[key] = scale.to(device=key[0], dtype=key[1])
-            out.append(cache[key])
-        return out
-
     def _with_grad(self, group: dict[str, Any]) -> tuple[list, list, list]:
         """The group's parameters that have a gradient, their gradients and their state (``None``
         where it is not allocated yet); a state whose ``y`` does not hold the group's ``batch_num``
@@ -299,9 +318,8 @@ class SAG(Optimizer):
 
     def _step_group(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
         n, lr, clip = group["batch_num"], group["lr"], group["grad_clip"]
-        wd = group["weight_decay"]
-        l1, coeff = (True, wd[1]) if isinstance(wd, tuple) else (False, wd)
-        scales = self._clip_scales(grads, clip)
+        regularizer = parse_weight_decay(group["weight_decay"])
+        scales = clip_scales(grads, clip)
         states = [st or self._init_state(p, group) for p, st in zip(params, states, strict=True)]
 
         fast, mixed = [], []
@@ -320,15 +338,14 @@ class SAG(Optimizer):
             torch._foreach_sub_(ds, yis)  # d - y[i], before y[i] is overwritten
             if not use_master:
                 torch._foreach_copy_(gs, [grads[j] for j in idx])
-            if group["maximize"]:
-                torch._foreach_neg_(gs)
-            if clip is not None and clip[0] == "value":
-                torch._foreach_clamp_min_(gs, clip[1])
-                torch._foreach_clamp_max_(gs, clip[2])
-            elif scales is not None:
-                torch._foreach_mul_(gs, [scales[j] for j in idx])
-            if coeff != 0:
-                torch._foreach_add_(gs, torch._foreach_sign(weights) if l1 else weights, alpha=coeff)
+            prepare_gradients_(
+                gs,
+                weights,
+                maximize=group["maximize"],
+                clip=clip,
+                scales=None if scales is None else [scales[j] for j in idx],
+                regularizer=regularizer,
+            )
             if use_master:
                 torch._foreach_copy_(yis, gs)
             torch._foreach_add_(ds, yis)  # d - y[i] + g
@@ -351,16 +368,15 @@ class SAG(Optimizer):
         self.zero_grad(set_to_none=not set_to_zero)
 
     def get_lr(self) -> float:
-        """Paddle's ``get_lr``: the global learning rate (the constructor's ``lr``, ``defaults['lr']``)."""
-        return float(self.defaults["lr"])
+        """Paddle's ``get_lr``: the learning rate in force now, ``param_groups[0]['lr']`` (a torch
+        scheduler moves it; ``defaults['lr']`` keeps the constructor's), as
+        :func:`asgd_bridge.convert.runtime.get_lr` reads it of any torch optimizer."""
+        return runtime_get_lr(self)
 
     def set_lr(self, value: float) -> None:
-        """Paddle's ``set_lr``: the global learning rate becomes ``value``; each group keeps its ratio
-        to it (Paddle's per-group ``learning_rate`` multiplier)."""
-        old = float(self.defaults["lr"])
-        for group in self.param_groups:
-            group["lr"] = value * (group["lr"] / old) if old != 0 else value
-        self.defaults["lr"] = value
+        """Paddle's ``set_lr``: :meth:`get_lr` becomes ``value``; each group keeps its ratio to the first
+        (Paddle's per-group ``learning_rate`` multiplier), :func:`asgd_bridge.convert.runtime.set_lr`."""
+        runtime_set_lr(self, value)
 
     def set_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Paddle's ``set_state_dict``: :meth:`load_state_dict`."""
