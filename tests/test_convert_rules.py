@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from asgd_bridge.convert.files import convert_file
 from asgd_bridge.convert.rules import (
     ASGD_RULES,
     GROUP_KEY_RULES,
@@ -18,7 +19,6 @@ from asgd_bridge.convert.rules import (
     positional_names,
     sgd_weight_decay,
 )
-from asgd_bridge.convert.files import convert_file
 from asgd_bridge.convert.transform import InvalidPython, convert_source
 from asgd_bridge.hyperparams import ASGD_DEFAULTS, SAG_DEFAULTS
 

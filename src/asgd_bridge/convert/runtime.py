@@ -129,7 +129,7 @@ def __getattr__(name: str) -> Any:
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(**torch_asgd_kwargs(*args, **kwargs))
 
-        ASGD.__module__ = __name__
+        ASGD.__module__, ASGD.__qualname__ = __name__, "ASGD"  # pickle finds it by this name
         globals()["ASGD"] = globals()["TorchASGD"] = ASGD
         return ASGD
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
