@@ -137,7 +137,8 @@ def test_runtime_class_keeps_torchs_name_and_the_real_class() -> None:
 
 
 def _sgd(lr: float = 0.1, decay: float | None = 0.01) -> paddle.optimizer.SGD:
-    return paddle.optimizer.SGD(learning_rate=lr, parameters=[_param([1.0]), _param([2.0])], weight_decay=decay)
+    params = [_param([1.0]), _param([2.0])]
+    return paddle.optimizer.SGD(learning_rate=lr, parameters=params, weight_decay=decay)
 
 
 def test_state_dict_of_a_paddle_sgd_has_torchs_layout() -> None:
