@@ -35,6 +35,10 @@ DESCRIPTIONS = {
     "groups_by_name": (
         "groups_by_name (`lambd=0`, groups in names `[body, head]`: SGD not provable, ASGD kept)"
     ),
+    "resume_before_switch": (
+        "resume_before_switch (NT-ASGD checkpoint saved while still SGD; `'t0' in sd['param_groups'][0]`)"
+    ),
+    "resume_after_switch": "resume_after_switch (checkpoint saved after the switch to ASGD, `ax` read)",
 }
 
 #: Why PaConvert alone goes wrong (read off its output; appended to the measured cell).
@@ -45,6 +49,8 @@ WHY_PACONVERT = {
     "maximize_scheduler": "`maximize` marked unsupported",
     "sgd_exact": "with `lambd=0` and `batch_num=1` SAG happens to be SGD",
     "groups_by_name": "group `lr` ignored",
+    "resume_before_switch": "Paddle SGD's state dict has no `param_groups`",
+    "resume_after_switch": "Paddle SGD's state dict has no `param_groups`",
 }
 
 

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from asgd_bridge.convert.files import convert_file
 from asgd_bridge.convert.rules import (
     ASGD_RULES,
     GROUP_KEY_RULES,
@@ -18,7 +19,7 @@ from asgd_bridge.convert.rules import (
     positional_names,
     sgd_weight_decay,
 )
-from asgd_bridge.convert.transform import convert_source
+from asgd_bridge.convert.transform import InvalidPython, convert_source
 from asgd_bridge.hyperparams import ASGD_DEFAULTS, SAG_DEFAULTS
 
 
@@ -50,7 +51,7 @@ NOOPS = {
         x = asgd_bridge.convert.runtime.param_groups(optimizer)[0]
         """),
     "shadowed_by_assignment": "ASGD = make_optimizer\nopt = ASGD(params)\n",
-    "star_import": "from torch.optim import *\nopt = ASGD(params)\n",
+    "star_import_of_another_module": "from mylib.optim import *\nopt = ASGD(params)\n",
     "crlf_file_without_asgd": "import torch\r\nx = 1\r\n",
     "paddle_subclass_reported_to_torch": _d("""
         import paddle
@@ -90,6 +91,46 @@ NOOPS = {
         opt = paddle.optimizer.ASGD(learning_rate=scheduler, parameters=ps)
         """),
 }
+NOOPS.update(
+    {
+        # a name or module that only looks like torch's, or a call Python refuses when it runs
+        "torch_is_a_namespace": _d("""
+            from types import SimpleNamespace
+
+            torch = SimpleNamespace(optim=SimpleNamespace(ASGD=dict))
+            opt = torch.optim.ASGD(ps)
+            """),
+        "torch_may_be_a_namespace_reported": _d("""
+            import torch
+
+            if fake:
+                torch = SimpleNamespace()
+            opt = torch.optim.ASGD(ps)
+            """),
+        "positional_and_keyword_lr_reported": "import torch\n\nopt = torch.optim.ASGD(ps, 0.1, lr=0.2)\n",
+        "positional_and_keyword_lr_from_import_reported": "from torch.optim import ASGD\n\nopt = ASGD(ps, 0.1, lr=0.2)\n",
+        "getattr_with_a_run_time_name": "import torch\n\ncls = getattr(torch.optim, name)  # may be ASGD\n",
+        "getattr_of_another_module": "import mylib\n\ncls = getattr(mylib.optim, 'ASGD')\n",
+        "self_param_groups_of_a_plain_class": _d("""
+            class Tracker:  # ASGD-style lr tracking
+                def lr(self):
+                    return self.param_groups[0]['lr']
+            """),
+        "model_state_dict_left_alone": _d("""
+            import torch
+
+            sd = model.state_dict()  # ASGD below
+            model.load_state_dict(sd)
+            """),
+        "asgd_only_state_dict_left_alone": _d("""
+            import asgd_bridge.paddle
+
+            opt = asgd_bridge.paddle.ASGD(parameters=ps)  # ASGD
+            sd = opt.state_dict()
+            """),
+        "local_function_named_asgd": "def ASGD(params, lr):\n    return SGD(params, lr)\n\n\nopt = ASGD(ps, lr=0.1)\n",
+    }
+)
 NOOP_DIRECTION = {k: "torch" for k in NOOPS if k.endswith("_to_torch")}
 
 
@@ -113,6 +154,9 @@ def test_must_not_change(name: str) -> None:
         ("paddle_lr_scheduler_to_torch", "paddle.optimizer.lr.StepDecay: a Paddle LRScheduler"),
         ("paddle_lr_scheduler_positional_from_import_to_torch", "CosineAnnealingDecay: a Paddle LRScheduler"),
         ("paddle_lr_scheduler_variable_to_torch", "learning_rate=scheduler is a paddle.optimizer.lr."),
+        ("torch_may_be_a_namespace_reported", "torch may be another object than the module here"),
+        ("positional_and_keyword_lr_reported", "TypeError when the call runs: torch.optim.ASGD got multiple values for argument 'lr'"),
+        ("positional_and_keyword_lr_from_import_reported", "multiple values for argument 'lr'"),
     ],
 )
 def test_unconvertible_calls_are_reported_not_dropped(name: str, reason: str) -> None:
@@ -274,7 +318,7 @@ PAIRS = {
         import torch
         import asgd_bridge.convert.runtime
 
-        opt = asgd_bridge.convert.runtime.TorchASGD(model.parameters(), **config["optim"])
+        opt = asgd_bridge.convert.runtime.ASGD(model.parameters(), **config["optim"])
         """,
     ),
     "sgd_exact_when_lambd_is_zero": (
@@ -321,7 +365,7 @@ PAIRS = {
         import torch
         import asgd_bridge.convert.runtime
 
-        OPTIMIZERS = {"asgd": asgd_bridge.convert.runtime.TorchASGD, "sgd": torch.optim.SGD}
+        OPTIMIZERS = {"asgd": asgd_bridge.convert.runtime.ASGD, "sgd": torch.optim.SGD}
         """,
     ),
     "isinstance_and_annotation_get_the_class": (
@@ -396,7 +440,7 @@ PAIRS = {
         import asgd_bridge.convert.runtime
 
 
-        class Mine(asgd_bridge.convert.runtime.TorchASGD):
+        class Mine(asgd_bridge.convert.runtime.ASGD):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
         """,
@@ -576,6 +620,239 @@ PAIRS = {
         """,
     ),
 }
+
+
+# Binding-precise resolution, the torch-only surface of optimizer variables, run-time values (issue 10).
+PAIRS.update({
+    "star_import_from_torch_optim": (
+        """
+        from torch.optim import *
+
+        opt = ASGD(params, lr=0.1)
+        """,
+        """
+        from torch.optim import *
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=params, learning_rate=0.1, weight_decay=0.0)
+        """,
+    ),
+    "getattr_with_literal_name": (
+        """
+        import torch
+
+        cls = getattr(torch.optim, 'ASGD')
+        opt = getattr(torch.optim, "ASGD")(ps, lr=0.1)
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        cls = asgd_bridge.convert.runtime.ASGD
+        opt = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=0.1, weight_decay=0.0)
+        """,
+    ),
+    "partial_rebinding_keeps_the_name": (
+        """
+        import functools
+        from torch.optim import ASGD
+
+        ASGD = functools.partial(ASGD, lr=0.1)
+        opt = ASGD(params)
+        """,
+        """
+        import functools
+        from asgd_bridge.convert.runtime import ASGD
+        import asgd_bridge.convert.runtime
+
+        ASGD = functools.partial(asgd_bridge.convert.runtime.ASGD, lr=0.1)
+        opt = ASGD(params)
+        """,
+    ),
+    "subclass_named_like_its_base": (
+        """
+        from torch.optim import ASGD
+
+
+        class ASGD(ASGD):
+            def __init__(self, params):
+                super().__init__(params, lr=0.1)
+
+
+        opt = ASGD(ps)
+        """,
+        """
+        from asgd_bridge.convert.runtime import ASGD
+        import asgd_bridge.paddle
+
+
+        class ASGD(asgd_bridge.paddle.ASGD):
+            def __init__(self, params):
+                super().__init__(parameters=params, learning_rate=0.1, weight_decay=0.0)
+
+
+        opt = ASGD(ps)
+        """,
+    ),
+    "function_named_like_the_class": (
+        """
+        from torch.optim import ASGD, SGD
+
+
+        def ASGD(params):
+            return SGD(params)
+
+
+        opt = ASGD(ps)
+        """,
+        """
+        from torch.optim import SGD; from asgd_bridge.convert.runtime import ASGD
+
+
+        def ASGD(params):
+            return SGD(params)
+
+
+        opt = ASGD(ps)
+        """,
+    ),
+    "self_param_groups_of_an_unrelated_class": (
+        """
+        import torch
+
+
+        class Tracker:
+            def lr(self):
+                return self.param_groups[0]['lr']
+
+
+        opt = torch.optim.ASGD(ps)
+        x = opt.param_groups
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+
+        class Tracker:
+            def lr(self):
+                return self.param_groups[0]['lr']
+
+
+        opt = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=0.01, weight_decay=0.0)
+        x = opt.param_groups
+        """,
+    ),
+    "optimizer_on_an_attribute_keeps_averaged_sgd": (
+        """
+        import torch
+
+
+        class Trainer:
+            def __init__(self, m):
+                self.optimizer = torch.optim.ASGD(m.parameters(), lambd=0.0)
+
+
+        trainer = Trainer(m)
+        scheduler = StepLR(trainer.optimizer, 3)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+
+        class Trainer:
+            def __init__(self, m):
+                self.optimizer = asgd_bridge.paddle.ASGD(parameters=m.parameters(), lambd=0.0, learning_rate=0.01, weight_decay=0.0)
+
+
+        trainer = Trainer(m)
+        scheduler = StepLR(trainer.optimizer, 3)
+        """,
+    ),
+    "tensor_and_numpy_lr": (
+        """
+        import numpy as np
+        import torch
+
+        a = torch.optim.ASGD(ps, lr=torch.tensor(0.1))
+        b = torch.optim.ASGD(ps, np.float32(0.1))
+        lr = torch.tensor(0.1)
+        c = torch.optim.ASGD(ps, lr=lr)
+        d = torch.optim.ASGD(ps, lr=args.lr)
+        """,
+        """
+        import numpy as np
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        a = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=asgd_bridge.convert.runtime.torch_lr(torch.tensor(0.1)), weight_decay=0.0)
+        b = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=asgd_bridge.convert.runtime.torch_lr(np.float32(0.1)), weight_decay=0.0)
+        lr = torch.tensor(0.1)
+        c = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=asgd_bridge.convert.runtime.torch_lr(lr), weight_decay=0.0)
+        d = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=args.lr, weight_decay=0.0)
+        """,
+    ),
+    "defaults_through_the_runtime": (
+        """
+        import torch
+
+        opt = torch.optim.ASGD(ps, lr=0.1)
+        base = opt.defaults['lr']
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        opt = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=0.1, weight_decay=0.0)
+        base = asgd_bridge.convert.runtime.defaults(opt)['lr']
+        """,
+    ),
+    "patched_step_reaches_the_real_class": (
+        """
+        import torch
+
+        orig = torch.optim.ASGD.step
+        torch.optim.ASGD.step = patched
+        opt = torch.optim.ASGD(ps)
+        """,
+        """
+        import torch
+        import asgd_bridge.paddle
+
+        orig = asgd_bridge.paddle.ASGD.step
+        asgd_bridge.paddle.ASGD.step = patched
+        opt = asgd_bridge.paddle.ASGD(parameters=ps, learning_rate=0.01, weight_decay=0.0)
+        """,
+    ),
+    "resume_state_dict_in_torch_layout": (
+        """
+        import torch
+
+        optimizer = torch.optim.SGD(ps, lr=1.0)
+        sd = optimizer.state_dict()
+        if 't0' in sd['param_groups'][0]:
+            optimizer = torch.optim.ASGD(ps, t0=0)
+        optimizer.load_state_dict(sd)
+        model.load_state_dict(weights)
+        """,
+        """
+        import torch
+        import asgd_bridge.convert.runtime
+        import asgd_bridge.paddle
+
+        optimizer = torch.optim.SGD(ps, lr=1.0)
+        sd = asgd_bridge.convert.runtime.state_dict(optimizer)
+        if 't0' in sd['param_groups'][0]:
+            optimizer = asgd_bridge.paddle.ASGD(parameters=ps, t0=0, learning_rate=0.01, weight_decay=0.0)
+        asgd_bridge.convert.runtime.load_state_dict(optimizer, sd)
+        model.load_state_dict(weights)
+        """,
+    ),
+})
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -768,3 +1045,62 @@ def test_group_key_report_points_at_the_key() -> None:
     src = "import torch\n\nopt = torch.optim.ASGD(\n    [{'params': ps, 'betas': (0.9, 0.99)}], lr=0.1\n)\n"
     (report,) = convert_source(src).reports
     assert (report.line, report.column) == (4, 21) and "'betas'" in report.reason
+
+
+# ----------------------------------------------------------------------------------------------- valid Python
+@pytest.mark.parametrize(
+    "src",
+    [
+        "from torch.optim import ASGD\n\nopt = ASGD(ps, lr=0.1, lr=0.2)\n",  # compiler: keyword repeated
+        "import torch\n\nopt = torch.optim.ASGD(\n    ps,\n    'abc)\n",  # tokenizer: unterminated string
+        "import torch\n\nif x:\nopt = torch.optim.ASGD(ps)\n",  # indentation
+        "import torch\nreturn torch.optim.ASGD(ps)\n",  # parses, but does not compile
+    ],
+)
+def test_invalid_python_is_reported_at_pythons_position(src: str) -> None:
+    with pytest.raises(SyntaxError) as python:
+        compile(src, "<string>", "exec", dont_inherit=True)
+    with pytest.raises(InvalidPython) as ours:
+        convert_source(src)
+    assert (ours.value.lineno, ours.value.offset) == (python.value.lineno, python.value.offset)
+    assert (ours.value.raw_line, ours.value.raw_column + 1) == (python.value.lineno, python.value.offset)
+    assert python.value.msg in str(ours.value)
+
+
+def test_invalid_file_is_left_unchanged_with_pythons_position(tmp_path) -> None:
+    path = tmp_path / "bad.py"
+    src = "from torch.optim import ASGD\n\nopt = ASGD(ps, lr=0.1, lr=0.2)\n"
+    path.write_text(src)
+    outcome = convert_file(path, tmp_path / "out.py")
+    assert outcome.error is not None and "bad.py:3:24: invalid Python: keyword argument repeated" in outcome.error
+    assert path.read_text() == src and not (tmp_path / "out.py").exists()
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_every_rewrite_compiles(name: str) -> None:
+    to = "torch" if name.startswith("paddle_to_torch") else "paddle"
+    compile(convert_source(_d(PAIRS[name][0]), to=to).code, name, "exec", dont_inherit=True)
+
+
+def test_pickled_optimizer_is_reported_with_the_replacement() -> None:
+    src = _d("""
+        import torch
+
+        opt = torch.optim.ASGD(ps)
+        torch.save([model, criterion, opt], f)
+        torch.save(opt, 'opt.pt')
+        torch.save(opt.state_dict(), 'opt.pt')
+        torch.save([model.state_dict(), 3], f)
+        """)
+    first, second = convert_source(src).reports
+    assert (first.line, second.line) == (4, 5)
+    assert "write torch.save([model.state_dict(), criterion.state_dict(), opt.state_dict()], f)" in first.reason
+    assert "write torch.save(opt.state_dict(), 'opt.pt')" in second.reason
+
+
+def test_a_mixed_name_keeps_every_bindings_meaning() -> None:
+    """``ASGD = functools.partial(ASGD, lr=0.1)``: the call stays a call of the partial (lr 0.1), whose
+    class is the runtime's torch-signature ASGD; nothing is rewritten with torch's default lr."""
+    code = convert_source(_d(PAIRS["partial_rebinding_keeps_the_name"][0])).code
+    assert "learning_rate=0.01" not in code and "opt = ASGD(params)" in code
+    assert "from asgd_bridge.convert.runtime import ASGD" in code and "torch" not in code

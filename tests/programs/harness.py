@@ -23,6 +23,8 @@ PROGRAMS = (
     "subclass",
     "sgd_exact",
     "groups_by_name",
+    "resume_before_switch",
+    "resume_after_switch",
 )
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 

@@ -1,6 +1,8 @@
 """The converter's first pass: which variables hold the source optimizer, and what else.
 
 How each is used decides the rewrite; keys are the assigned expressions' source (``opt``, ``self.opt``).
+Only a plain name's uses can all be seen in one file: an attribute (``self.opt``) is reached from
+anywhere (``trainer.opt``), so it counts as an escape.
 """
 
 from __future__ import annotations
@@ -16,21 +18,32 @@ Parents = Callable[[cst.CSTNode], cst.CSTNode]
 
 # Uses of an optimizer that plain paddle.optimizer.SGD serves exactly like torch's ASGD.
 _SGD_SAFE_METHODS = frozenset({"step", "zero_grad", "clear_grad"})
+# Calls that reach variables by name at run time: no alias of an optimizer is known in such a file.
+_DYNAMIC_SCOPE = frozenset({"globals", "locals", "vars", "eval", "exec"})
+# torch's optimizer classes live here; their schedulers and SWA helpers do not count.
+_OPTIMIZERS = "torch.optim."
+_NOT_OPTIMIZERS = ("torch.optim.lr_scheduler.", "torch.optim.swa_utils.")
 
 
 class Analysis(cst.CSTVisitor):
     """Which expressions hold an optimizer named by ``names``, what else they hold, and how they are used."""
 
     def __init__(
-        self, module: cst.Module, names: frozenset[str], resolve: Callable[[cst.CSTNode], set[str]]
+        self,
+        module: cst.Module,
+        binding: Callable[[cst.CSTNode], str | None],
+        resolve: Callable[[cst.CSTNode], set[str]],
     ) -> None:
         self._module = module
-        self.names = names
+        self._binding = binding  # node -> "class" / "mixed" / None (ConvertCommand._binding)
         self._qnames = resolve  # node -> set of qualified names
         self.assigned: dict[str, set[str]] = defaultdict(set)  # key -> {"asgd", "other"}
+        self.optimizers: set[str] = set()  # keys assigned a torch optimizer (any class of torch.optim)
         self.call_key: dict[int, str] = {}  # id(ASGD call) -> key it is assigned to
         self.uses: dict[str, list[str]] = defaultdict(list)  # key -> use kinds
         self.mentions = False  # the class is named outside imports (called, subclassed, referenced)
+        self.dynamic_scope = False  # globals()/locals()/vars()/eval/exec appear: aliases unknowable
+        self.mixed_names: set[str] = set()  # names read where the class and other bindings reach them
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False
@@ -39,21 +52,32 @@ class Analysis(cst.CSTVisitor):
         return False
 
     def visit_Name(self, node: cst.Name) -> None:
-        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
+        self.dynamic_scope = self.dynamic_scope or node.value in _DYNAMIC_SCOPE
+        binding = self._binding(node)
+        self.mentions = self.mentions or binding is not None
+        if binding == "mixed":
+            self.mixed_names.add(node.value)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
-        self.mentions = self.mentions or bool(self._qnames(node) & self.names)
+        self.mentions = self.mentions or self._binding(node) is not None
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.mentions = self.mentions or self._binding(node) is not None  # getattr(torch.optim, "ASGD")
 
     def _assign(self, target: cst.BaseExpression, value: cst.BaseExpression, single: bool) -> None:
         if not isinstance(target, (cst.Name, cst.Attribute)):
             return
         key = self._module.code_for_node(target)
-        if isinstance(value, cst.Call) and self._qnames(value.func) & self.names:
+        if isinstance(value, cst.Call) and self._binding(value.func) == "class":
             self.assigned[key].add("asgd")
+            self.optimizers.add(key)
             if single:
                 self.call_key[id(value)] = key
         else:
             self.assigned[key].add("other")
+            qnames = self._qnames(value.func) if isinstance(value, cst.Call) else set()
+            if any(q.startswith(_OPTIMIZERS) and not q.startswith(_NOT_OPTIMIZERS) for q in qnames):
+                self.optimizers.add(key)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:

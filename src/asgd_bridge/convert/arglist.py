@@ -138,7 +138,8 @@ ValueConverter = Callable[[ArgRule, "cst.Arg | None", "cst.Arg | None"], Convert
 
 def bind(args: Sequence[cst.Arg], rules: tuple[ArgRule, ...], owner: str, skip: int = 0) -> Bound | str:
     """Each argument's source name (positional ones in the rules' order), or the problem: ``*args`` /
-    ``**kwargs`` (``"dynamic"``), too many positional arguments, an argument ``owner`` does not take."""
+    ``**kwargs`` (``"dynamic"``), too many positional arguments, an argument ``owner`` does not take, one
+    given both by position and by keyword (Python's TypeError when the call runs)."""
     names = positional_names(rules)
     bound: Bound = {}
     for i, arg in enumerate(args[skip:], start=skip):
@@ -152,6 +153,8 @@ def bind(args: Sequence[cst.Arg], rules: tuple[ArgRule, ...], owner: str, skip: 
             name = arg.keyword.value
             if rule_for(rules, name) is None:
                 return f"unknown argument {name!r} ({owner} does not take it)"
+            if name in bound:
+                return f"TypeError when the call runs: {owner} got multiple values for argument {name!r}"
             bound[name] = i
     return bound
 

@@ -8,30 +8,51 @@ rules and value converters, and drops imports left unused.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import libcst as cst
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
 from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
-from libcst.metadata import ParentNodeProvider, PositionProvider, QualifiedNameProvider, ScopeProvider
+from libcst.metadata import (
+    Assignment,
+    ParentNodeProvider,
+    PositionProvider,
+    QualifiedNameProvider,
+    QualifiedNameSource,
+    ScopeProvider,
+)
 
 from .analysis import Analysis
 from .arglist import Bound, Converted, Fates, ValueConverter, bind, expr, map_arguments
 from .changes import Change
 from .rules import ArgRule
 
-__all__ = ["ConvertCommand"]
+__all__ = ["Binding", "ConvertCommand"]
+
+#: Which bindings reach a name: only the source class (``"class"``), the class and something else
+#: (``"mixed"``: a shadowing assignment, ``def``/``class`` of the same name, a ``torch`` that may be
+#: another object), or never the class (None).
+Binding = Literal["class", "mixed"] | None
+_DEFINES = (cst.ClassDef, cst.FunctionDef)
 
 
 class ConvertCommand(VisitorBasedCodemodCommand):
     """One direction's codemod: ``SOURCE_NAMES`` (the class to migrate), ``RULES`` (its arguments' rows),
-    :meth:`reference_target` and the value converters its rows name (:attr:`converters`)."""
+    :meth:`reference_target` and the value converters its rows name (:attr:`converters`).
+
+    Binding-precise: a node is converted only when every binding reaching it is the source class
+    (:meth:`_binding`). A name some bindings of which are the class and some not is left as written;
+    where ``KEPT_TARGET`` is set, the ``from ... import`` binding it holds is re-pointed there (a class
+    with the source's signature), so every binding keeps its meaning; otherwise it is reported.
+    """
 
     METADATA_DEPENDENCIES = (QualifiedNameProvider, PositionProvider, ParentNodeProvider, ScopeProvider)
     SOURCE_NAMES: frozenset[str] = frozenset()
     SOURCE_CLASS = ""  # how reports name the source class
     RULES: tuple[ArgRule, ...] = ()
     COLLECT_USES = False  # whether the first pass also classifies every use of an optimizer variable
+    KEPT_TARGET: str | None = None  # what an import of the class binds when some uses must stay as written
     analysis: Analysis
 
     def __init__(self, context: CodemodContext) -> None:
@@ -39,11 +60,12 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         self.changes: list[Change] = []
         self._handled: set[int] = set()  # ids of original reference nodes rewritten by their parent
         self.converters: dict[str, ValueConverter] = {}  # the rows' ``value`` names -> converters
+        self._star_sources: list[bool] = []  # per ``from M import *``: whether M is the class's module
 
     def transform_module_impl(self, tree: cst.Module) -> cst.Module:  # noqa: D102
         self._module = tree
         self._collect_import_aliases(tree)
-        self.analysis = Analysis(tree, self.SOURCE_NAMES, self._qnames)
+        self.analysis = Analysis(tree, self._binding, self._qnames)
         tree.visit(self.analysis)
         if self.COLLECT_USES:
             self.analysis.collect_uses(tree, lambda node: self.get_metadata(ParentNodeProvider, node))
@@ -57,7 +79,71 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         return {q.name for q in self.get_metadata(QualifiedNameProvider, node, set())}
 
     def _names_class(self, node: cst.CSTNode) -> bool:
-        return bool(self._qnames(node) & self.SOURCE_NAMES)
+        return self._binding(node) == "class"
+
+    def _binding(self, node: cst.CSTNode) -> Binding:
+        """Whether ``node`` names the source class under every binding that reaches it, some, or none.
+
+        A binding is the class only when it is an import of one of ``SOURCE_NAMES`` (a local object
+        that happens to be called ``torch`` is not the module); a name no binding reaches, in a module
+        whose only ``import *`` is from the class's module, is the class too; ``getattr(M, "ASGD")``
+        with M the class's module and a literal name is the class.
+        """
+        if isinstance(node, cst.Call):
+            return self._getattr_binding(node)
+        qnames = self.get_metadata(QualifiedNameProvider, node, set())
+        ours = {q for q in qnames if q.source is QualifiedNameSource.IMPORT and q.name in self.SOURCE_NAMES}
+        if not ours:
+            if qnames or not isinstance(node, cst.Name) or node.value not in self._class_names:
+                return None
+            if not any(self._star_sources) or not self._unbound(node):
+                return None
+            return "class" if all(self._star_sources) else "mixed"
+        if len(ours) < len(qnames):
+            return "mixed"
+        return "class"
+
+    @property
+    def _class_names(self) -> set[str]:
+        return {q.rpartition(".")[2] for q in self.SOURCE_NAMES}
+
+    @property
+    def _class_modules(self) -> set[str]:
+        return {q.rpartition(".")[0] for q in self.SOURCE_NAMES}
+
+    def _unbound(self, name: cst.Name) -> bool:
+        scope = self.get_metadata(ScopeProvider, name, None)
+        return scope is not None and not any(True for _ in scope[name.value])
+
+    def _getattr_binding(self, call: cst.Call) -> Binding:
+        """``getattr(torch.optim, "ASGD")`` (a literal name): the class."""
+        func = call.func
+        if not (isinstance(func, cst.Name) and func.value == "getattr" and len(call.args) == 2):
+            return None
+        if {q.name for q in self.get_metadata(QualifiedNameProvider, func, set())} != {"builtins.getattr"}:
+            return None
+        owner, attr = call.args[0].value, call.args[1].value
+        if not isinstance(attr, cst.SimpleString) or attr.evaluated_value not in self._class_names:
+            return None
+        qnames = self.get_metadata(QualifiedNameProvider, owner, set())
+        ours = {q for q in qnames if q.source is QualifiedNameSource.IMPORT and q.name in self._class_modules}
+        if not ours:
+            return None
+        return "class" if len(ours) == len(qnames) else "mixed"
+
+    def _assigned_values(self, name: cst.Name) -> Iterator[cst.BaseExpression]:
+        """Values given to ``name`` where it is read (``x = v``, ``x: T = v``, ``x := v``)."""
+        scope = self.get_metadata(ScopeProvider, name, None)
+        if scope is None:
+            return
+        for assignment in scope[name.value]:
+            if not isinstance(assignment, Assignment):
+                continue
+            parent = self.get_metadata(ParentNodeProvider, assignment.node, None)
+            if isinstance(parent, cst.AssignTarget):
+                parent = self.get_metadata(ParentNodeProvider, parent, None)
+            if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.NamedExpr)) and parent.value is not None:
+                yield parent.value
 
     def _pos(self, node: cst.CSTNode) -> tuple[int, int]:
         pos = self.get_metadata(PositionProvider, node, None)
@@ -105,6 +191,35 @@ class ConvertCommand(VisitorBasedCodemodCommand):
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
         return False
 
+    def leave_ImportFrom(
+        self, original_node: cst.ImportFrom, updated_node: cst.ImportFrom
+    ) -> cst.ImportFrom | cst.FlattenSentinel[cst.BaseSmallStatement]:
+        """Re-point ``from M import ASGD [as X]`` to :attr:`KEPT_TARGET` where X stays as written."""
+        if self.KEPT_TARGET is None or isinstance(updated_node.names, cst.ImportStar):
+            return updated_node
+        module = self._code(updated_node.module) if updated_node.module is not None else ""
+        if updated_node.relative:
+            return updated_node
+        kept, rest = [], []
+        for alias in updated_node.names:
+            local = alias.asname.name.value if alias.asname else self._code(alias.name)  # type: ignore[union-attr]
+            qname = f"{module}.{self._code(alias.name)}"
+            if qname in self.SOURCE_NAMES and local in self.analysis.mixed_names:
+                kept.append(alias)
+            else:
+                rest.append(alias)
+        if not kept:
+            return updated_node
+        target_module, _, target_name = self.KEPT_TARGET.rpartition(".")
+        space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        new_names = [a.with_changes(name=cst.Name(target_name), comma=space) for a in kept]
+        new_names[-1] = new_names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        if not rest:
+            return updated_node.with_changes(module=expr(target_module), names=new_names)
+        repointed = cst.ImportFrom(module=expr(target_module), names=new_names)  # type: ignore[arg-type]
+        rest[-1] = rest[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        return cst.FlattenSentinel([updated_node.with_changes(names=rest), repointed])
+
     def visit_Call(self, node: cst.Call) -> None:
         if self._names_class(node.func):
             self._handled.add(id(node.func))  # the constructor rule rewrites the name with its call
@@ -115,11 +230,47 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         raise NotImplementedError
 
     def _bare(self, original: cst.BaseExpression, updated: cst.BaseExpression) -> cst.BaseExpression:
-        if id(original) in self._handled or not self._names_class(original):
+        if id(original) in self._handled:
+            return updated
+        binding = self._binding(original)
+        if binding is None:
+            return updated
+        parent = self.get_metadata(ParentNodeProvider, original, None)
+        if isinstance(parent, _DEFINES) and parent.name is original:
+            return updated  # ``class ASGD(...)`` / ``def ASGD(...)``: the name defined, never a reference
+        if binding == "mixed":
+            self._keep(original)
             return updated
         target, why = self.reference_target(original)
         self._record(original, "reference", target, why)
         return self._import(target).with_changes(lpar=updated.lpar, rpar=updated.rpar)  # type: ignore[attr-defined]
+
+    def _keep(self, original: cst.BaseExpression) -> None:
+        """A reference some bindings of which are the class and some not: left as written."""
+        self._handled.add(id(original))
+        if isinstance(original, cst.Name) and self.KEPT_TARGET is not None and self._imported(original):
+            self._record(
+                original,
+                "reference",
+                f"(as written; the import binds {self.KEPT_TARGET})",
+                f"{self._code(original)} may be {self.SOURCE_CLASS} or another binding: left as written",
+            )
+            return
+        root = original
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        what = f"{self._code(root)} may be another object than the module here" if root is not original else (
+            f"{self._code(original)} may be {self.SOURCE_CLASS} or another object"
+        )
+        self._report(original, f"{what} (more than one binding reaches it): convert by hand")
+
+    def _imported(self, name: cst.Name) -> bool:
+        """Whether a ``from M import ASGD [as X]`` at module level binds ``name``."""
+        return name.value in {
+            alias or qname.rpartition(".")[2]
+            for qname, aliases in self._import_aliases.items()
+            for alias in aliases
+        }
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
         return self._bare(original_node, updated_node)
@@ -141,9 +292,12 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         self._import_aliases: dict[str, set[str | None]] = defaultdict(set)
         for stmt in tree.body:
             for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
-                if not isinstance(small, cst.ImportFrom) or isinstance(small.names, cst.ImportStar):
+                if not isinstance(small, cst.ImportFrom):
                     continue
                 module = self._code(small.module) if small.module is not None else ""
+                if isinstance(small.names, cst.ImportStar):
+                    self._star_sources.append(not small.relative and module in self._class_modules)
+                    continue
                 for alias in small.names:
                     qname = f"{module}.{self._code(alias.name)}"
                     if qname in self.SOURCE_NAMES:

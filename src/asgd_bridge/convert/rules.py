@@ -27,6 +27,9 @@ from asgd_bridge.specs import PADDLE_SPEC_CLASSES
 __all__ = [
     "ASGD_RULES",
     "ASGD_TARGET",
+    "DEFAULTS_HELPER",
+    "LOAD_STATE_DICT_HELPER",
+    "LR_HELPER",
     "GROUP_KEY_RULES",
     "PADDLE_ASGD_NAMES",
     "PADDLE_LR_SCHEDULERS",
@@ -38,6 +41,7 @@ __all__ = [
     "SGD_RULES",
     "SGD_TARGET",
     "SPEC_RULES",
+    "STATE_DICT_HELPER",
     "TORCH_ASGD_NAMES",
     "Action",
     "ArgRule",
@@ -98,10 +102,14 @@ ASGD_TARGET = ("asgd_bridge.paddle", "asgd_bridge.paddle.ASGD")
 SGD_TARGET = ("paddle", "paddle.optimizer.SGD")
 SAG_TARGET = ("asgd_bridge.torch", "asgd_bridge.torch.SAG")
 RUNTIME_MODULE = "asgd_bridge.convert.runtime"
-#: Run-time helpers converted programs call (:mod:`.runtime`).
-TORCH_ASGD_CLASS = f"{RUNTIME_MODULE}.TorchASGD"
+#: Run-time helpers converted programs call (:mod:`.runtime`). The class keeps torch's name, ``ASGD``.
+TORCH_ASGD_CLASS = f"{RUNTIME_MODULE}.ASGD"
 TORCH_GROUPS_HELPER = f"{RUNTIME_MODULE}.torch_param_groups"
 PARAM_GROUPS_HELPER = f"{RUNTIME_MODULE}.param_groups"
+STATE_DICT_HELPER = f"{RUNTIME_MODULE}.state_dict"
+LOAD_STATE_DICT_HELPER = f"{RUNTIME_MODULE}.load_state_dict"
+DEFAULTS_HELPER = f"{RUNTIME_MODULE}.defaults"
+LR_HELPER = f"{RUNTIME_MODULE}.torch_lr"
 
 _D = ASGD_DEFAULTS
 
@@ -111,9 +119,10 @@ _TORCH_LR = ArgRule(
     "learning_rate",
     _D["lr"],
     Action.RENAME,
-    "torch's default is written out: Paddle's default (0.001) differs",
+    "torch's default is written out: Paddle's default (0.001) differs; a tensor or NumPy lr becomes a float",
     "defaults differ; Paddle must be given PyTorch's value",
     write_default=True,
+    value="lr",
 )
 
 #: torch.optim.ASGD -> asgd_bridge.paddle.ASGD, in torch's positional order (torch 2.13).

@@ -2,8 +2,10 @@
 
 The converter emits these instead of guessing: torch-style param groups and ``**kwargs`` translated with the
 same rules (:mod:`.rules`) the static rewrite uses, and torch's ``optimizer.param_groups`` for any Paddle
-optimizer (an AWD-LSTM program asks it of a ``paddle.optimizer.SGD`` before switching to ASGD); the other
-way (``--to torch``), Paddle's ``get_lr()`` / ``set_lr()`` for a torch optimizer.
+optimizer (an AWD-LSTM program asks it of a ``paddle.optimizer.SGD`` before switching to ASGD), torch's
+state-dict layout for any Paddle optimizer (so a checkpoint saved before the NT-ASGD switch answers
+``'t0' in sd['param_groups'][0]`` as torch's does), ``defaults`` and tensor / NumPy learning rates; the
+other way (``--to torch``), Paddle's ``get_lr()`` / ``set_lr()`` for a torch optimizer.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from typing import Any
 from .rules import ASGD_RULES, GROUP_KEY_RULES, REQUIRED, Action, positional_names, rule_for
 
 __all__ = [
+    "defaults",
     "get_lr",
+    "load_state_dict",
     "param_groups",
     "set_lr",
+    "state_dict",
     "torch_asgd_kwargs",
+    "torch_lr",
     "torch_param_groups",
-]  # and TorchASGD, built on first use
+]  # and ASGD (torch's signature; TorchASGD is its old name), built on first use
+
+#: The keys of torch's own state dicts; a Paddle optimizer's own entries sit beside them.
+_TORCH_KEYS = ("state", "param_groups")
 
 _TORCH_POSITIONAL = positional_names(ASGD_RULES)
 
@@ -86,27 +95,103 @@ def torch_asgd_kwargs(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return out
 
 
+def torch_lr(value: Any) -> Any:
+    """torch's ``lr`` as ``asgd_bridge.paddle.ASGD`` takes it: a one-element tensor (torch or Paddle) or
+    a NumPy scalar becomes its float value (read once, when the optimizer is made); anything else,
+    schedulers included, is returned as is for the optimizer to validate."""
+    if isinstance(value, (bool, int, float)) or not hasattr(value, "item"):
+        return value
+    numel = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", None)
+    if numel is not None and int(numel) == 1:
+        return float(value.item())
+    return value
+
+
 #: The run-time form of the rows' value converters (the codemod applies the same rows to source).
-_VALUE_CONVERTERS = {"params": torch_param_groups}
+_VALUE_CONVERTERS = {"params": torch_param_groups, "lr": torch_lr}
 
 
 def __getattr__(name: str) -> Any:
-    # TorchASGD subclasses the Paddle backend, so it is built on first use: the pure helpers above stay
-    # importable without Paddle.
-    if name == "TorchASGD":
-        from asgd_bridge.paddle import ASGD
+    # ASGD subclasses the Paddle backend, so it is built on first use: the pure helpers above stay
+    # importable without Paddle. It keeps torch's class name (type(opt).__name__, reprs, pickled names).
+    if name in ("ASGD", "TorchASGD"):
+        from asgd_bridge.paddle import ASGD as _PaddleASGD
 
-        class TorchASGD(ASGD):  # type: ignore[misc, valid-type]
+        class ASGD(_PaddleASGD):  # type: ignore[misc, valid-type]
             """``asgd_bridge.paddle.ASGD`` with torch.optim.ASGD's signature, for references to the class
-            the converter cannot see the arguments of (``cls = torch.optim.ASGD``, ``**config``)."""
+            the converter cannot see the arguments of (``cls = torch.optim.ASGD``, ``**config``) or must
+            leave as written (``ASGD = functools.partial(ASGD, lr=0.1)``, ``class ASGD(ASGD)``).
+
+            A subclass, so ``isinstance`` against ``asgd_bridge.paddle.ASGD`` holds and methods patched
+            onto that class (``torch.optim.ASGD.step = ...`` converted) reach it too.
+            """
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(**torch_asgd_kwargs(*args, **kwargs))
 
-        TorchASGD.__qualname__ = TorchASGD.__name__ = "TorchASGD"
-        globals()["TorchASGD"] = TorchASGD
-        return TorchASGD
+        ASGD.__module__, ASGD.__qualname__ = __name__, "ASGD"  # pickle finds it by this name
+        globals()["ASGD"] = globals()["TorchASGD"] = ASGD
+        return ASGD
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def defaults(optimizer: Any) -> dict[str, Any]:
+    """torch's ``optimizer.defaults``: the constructor's hyperparameters (``lr``, ``lambd``, ``alpha``,
+    ``t0``, ``weight_decay``, ``maximize``), for ``asgd_bridge.paddle.ASGD`` too (the live dict it
+    fills new param groups from, so an edit applies to groups added later, as in torch)."""
+    found = getattr(optimizer, "defaults", None)
+    if found is None:
+        found = getattr(optimizer, "_defaults", None)
+    if found is None:
+        raise AttributeError(f"{type(optimizer).__name__} has neither defaults nor asgd_bridge's _defaults")
+    return found
+
+
+def _paddle_only(optimizer: Any) -> bool:
+    """A Paddle optimizer without torch's surface (``paddle.optimizer.SGD`` & co.)."""
+    return getattr(optimizer, "param_groups", None) is None and hasattr(optimizer, "set_state_dict")
+
+
+def state_dict(optimizer: Any) -> dict[str, Any]:
+    """``optimizer.state_dict()`` in torch's layout, for a torch-like optimizer and a Paddle one alike.
+
+    A torch-like optimizer (``asgd_bridge.paddle.ASGD``) returns its own. A Paddle optimizer's dict (its
+    accumulators by name) gets torch's two keys beside its own: ``state`` (``{}``, as torch's SGD
+    without momentum has) and ``param_groups``, one per group with ``params`` (positions), ``lr`` (the
+    current learning rate) and ``weight_decay`` (the float coefficient, 0.0 if none). So the NT-ASGD
+    resume test ``'t0' in sd['param_groups'][0]`` is False before the switch and True after, as in torch.
+    """
+    if not _paddle_only(optimizer):
+        return optimizer.state_dict()
+    out = dict(optimizer.state_dict())
+    groups, start = [], 0
+    for view in param_groups(optimizer):
+        count = len(list(view["params"]))
+        reg = getattr(optimizer, "regularization", None)
+        decay = reg if isinstance(reg, (int, float)) else getattr(reg, "_coeff", 0.0) if reg else 0.0
+        positions = list(range(start, start + count))
+        groups.append({"lr": float(view["lr"]), "weight_decay": float(decay), "params": positions})
+        start += count
+    out.setdefault("state", {})
+    out.setdefault("param_groups", groups)
+    return out
+
+
+def load_state_dict(optimizer: Any, saved: MutableMapping[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)`` for a dict :func:`state_dict` wrote, into any optimizer.
+
+    A torch-like optimizer loads it itself. A Paddle optimizer gets its own entries
+    (``set_state_dict``) and, as torch restores each group's hyperparameters, the saved ``lr`` of the
+    first group (``set_lr``, unless a scheduler drives the lr: its own entry restores it).
+    """
+    if not _paddle_only(optimizer):
+        optimizer.load_state_dict(saved)
+        return
+    own = {k: v for k, v in saved.items() if k not in _TORCH_KEYS}
+    optimizer.set_state_dict(own)
+    groups = saved.get("param_groups") or []
+    if groups and "lr" in groups[0] and isinstance(getattr(optimizer, "_learning_rate", None), (int, float)):
+        optimizer.set_lr(float(groups[0]["lr"]))
 
 
 class _PaddleGroupView(MutableMapping):

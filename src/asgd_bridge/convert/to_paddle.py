@@ -1,8 +1,11 @@
 """``--to paddle``: ``torch.optim.ASGD`` -> ``asgd_bridge.paddle.ASGD`` (or exact ``paddle.optimizer.SGD``).
 
 Hooks, each small: constructor calls (:data:`.rules.ASGD_RULES`, or :data:`.rules.SGD_RULES` where plain
-SGD is provably exact), subclasses and their ``super().__init__``, bare references, and ``X.param_groups``
-where X may hold a Paddle optimizer.
+SGD is provably exact), subclasses and their ``super().__init__``, bare references, and the torch-only
+surface of an optimizer variable that may hold a Paddle optimizer: ``X.param_groups``,
+``X.state_dict()`` / ``X.load_state_dict(sd)`` (torch's layout in both phases of NT-ASGD, so reads of a
+loaded ``sd['param_groups']`` work), ``X.defaults``; ``torch.save`` of an optimizer object is reported
+with the state-dict form to write.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from .command import ConvertCommand
 from .rules import (
     ASGD_RULES,
     ASGD_TARGET,
+    DEFAULTS_HELPER,
     GROUP_KEY_RULES,
+    LOAD_STATE_DICT_HELPER,
+    LR_HELPER,
     PARAM_GROUPS_HELPER,
     SGD_RULES,
     SGD_TARGET,
+    STATE_DICT_HELPER,
     TORCH_ASGD_CLASS,
     TORCH_ASGD_NAMES,
     TORCH_GROUPS_HELPER,
@@ -42,6 +49,10 @@ _SUPER_INIT = m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m
 _STRING_KEY = m.DictElement(key=m.SimpleString())
 # The literal values plain SGD's exactness depends on (sgd_weight_decay).
 _SGD_INPUTS = ("lambd", "alpha", "weight_decay", "maximize")
+# Modules whose calls make a tensor or NumPy scalar (an lr torch takes and asgd_bridge.paddle.ASGD refuses).
+_ARRAY_MODULES = ("torch.", "numpy.")
+# optimizer.state_dict() / load_state_dict(sd): torch's layout through the runtime for Paddle optimizers.
+_STATE_METHODS = {"state_dict": (STATE_DICT_HELPER, 0), "load_state_dict": (LOAD_STATE_DICT_HELPER, 1)}
 
 
 class TorchToPaddle(ConvertCommand):
@@ -52,12 +63,18 @@ class TorchToPaddle(ConvertCommand):
     SOURCE_CLASS = "torch.optim.ASGD"
     RULES = ASGD_RULES
     COLLECT_USES = True
+    KEPT_TARGET = TORCH_ASGD_CLASS
 
     def __init__(self, context: CodemodContext) -> None:
         super().__init__(context)
-        self.converters = {"params": self._params_value, "sgd_decay": self._sgd_decay_value}
+        self.converters = {
+            "params": self._params_value,
+            "sgd_decay": self._sgd_decay_value,
+            "lr": self._lr_value,
+        }
         # per enclosing class: its new base (None: not an ASGD subclass); pushed by visit_ClassDef
         self._class_stack: list[str | None] = []
+        self._optimizer_class: list[bool] = []  # per enclosing class: derives from a torch.optim class
         self._typed_context = 0  # inside an annotation
         self._typed_args: set[int] = set()  # ids of isinstance()/issubclass() second arguments
         self._decay = 0.0  # weight decay of the plain-SGD call being rewritten
@@ -73,7 +90,7 @@ class TorchToPaddle(ConvertCommand):
                 original,
                 "constructor",
                 TORCH_ASGD_CLASS,
-                "*args/**kwargs known only at run time: TorchASGD applies the same rules then",
+                "*args/**kwargs known only at run time: runtime.ASGD applies the same rules then",
             )
             return updated.with_changes(func=self._import(TORCH_ASGD_CLASS))
         if isinstance(bound, str) or "params" not in bound:
@@ -98,6 +115,10 @@ class TorchToPaddle(ConvertCommand):
         key = self.analysis.call_key.get(id(original))
         if key is None:
             return "the optimizer is not assigned to a variable the converter can follow"
+        if "." in key:
+            return f"the optimizer is stored on an attribute ({key}): code elsewhere may reach it"
+        if self.analysis.dynamic_scope:
+            return "globals()/locals()/vars()/eval/exec may reach the optimizer by name"
         if self.analysis.assigned[key] != {"asgd"}:
             return f"{key} also holds another optimizer"
         others = sorted({u for u in self.analysis.uses[key] if u != "simple"})
@@ -138,6 +159,21 @@ class TorchToPaddle(ConvertCommand):
     def _sgd_decay_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
         """``weight_decay = lambd + weight_decay`` of exact plain SGD (:func:`.rules.sgd_weight_decay`)."""
         return Converted(cst.Float(repr(float(self._decay))))
+
+    def _lr_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
+        """``lr`` made by torch or NumPy (``torch.tensor(0.1)``, ``np.float32(0.1)``, or a name assigned
+        one): through :func:`.runtime.torch_lr`, a float; anything else as written."""
+        if arg is None or original is None:
+            return Converted()
+        node = original.value
+        values = list(self._assigned_values(node)) if isinstance(node, cst.Name) else [node]
+        if not any(
+            isinstance(v, cst.Call) and any(q.startswith(_ARRAY_MODULES) for q in self._qnames(v.func))
+            for v in values
+        ):
+            return Converted()
+        call = cst.Call(func=self._import(LR_HELPER), args=[cst.Arg(arg.value)])
+        return Converted(call, "a tensor or NumPy scalar: its float value (runtime.torch_lr)")
 
     def _params_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
         """Translate torch's params expression into ``parameters``.
@@ -192,6 +228,9 @@ class TorchToPaddle(ConvertCommand):
 
     # ------------------------------------------------------------------ subclasses
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._optimizer_class.append(
+            any(q.startswith("torch.optim.") for base in node.bases for q in self._qnames(base.value))
+        )
         bases = [base.value for base in node.bases if self._names_class(base.value)]
         if not bases:
             self._class_stack.append(None)
@@ -202,6 +241,7 @@ class TorchToPaddle(ConvertCommand):
         self._class_stack.append(TORCH_ASGD_CLASS if dynamic else ASGD_TARGET[1])
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
+        self._optimizer_class.pop()
         target = self._class_stack.pop()
         if target is None:
             return updated_node
@@ -211,7 +251,7 @@ class TorchToPaddle(ConvertCommand):
             for b, ob in zip(updated_node.bases, original_node.bases, strict=True)
         ]
         why = (
-            "super().__init__ passes *args/**kwargs: TorchASGD keeps torch's signature"
+            "super().__init__ passes *args/**kwargs: runtime.ASGD keeps torch's signature"
             if target == TORCH_ASGD_CLASS
             else "subclass of averaged SGD; super().__init__ mapped"
         )
@@ -279,10 +319,61 @@ class TorchToPaddle(ConvertCommand):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         if self._names_class(original_node.func):
             return self._convert_call(original_node, updated_node)
+        if self._binding(original_node) is not None:  # getattr(torch.optim, "ASGD")
+            return self._bare(original_node, updated_node)
         skip = self._super_init_skip(original_node)
-        if skip is None:
-            return updated_node
-        return self._convert_super_init(original_node, updated_node, skip)
+        if skip is not None:
+            return self._convert_super_init(original_node, updated_node, skip)
+        if m.matches(original_node.func, m.Attribute(attr=m.Name("state_dict") | m.Name("load_state_dict"))):
+            return self._state_method(original_node, updated_node)
+        if {"torch.save"} & self._qnames(original_node.func):
+            self._check_pickled(original_node)
+        return updated_node
+
+    def _may_hold_paddle_optimizer(self, key: str) -> bool:
+        """An optimizer variable that is not known to hold only an asgd_bridge.paddle.ASGD."""
+        return key in self.analysis.optimizers and self.analysis.assigned.get(key) != {"asgd"}
+
+    def _state_method(self, original: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        """``opt.state_dict()`` / ``opt.load_state_dict(sd)`` where ``opt`` may hold a Paddle optimizer
+        (the SGD of NT-ASGD): through :func:`.runtime.state_dict` / :func:`.runtime.load_state_dict`,
+        which write and read torch's layout (``state``, ``param_groups`` with ``lr``) for any optimizer."""
+        func = original.func
+        assert isinstance(func, cst.Attribute)
+        helper, nargs = _STATE_METHODS[func.attr.value]
+        owner = self._code(func.value)
+        if len(original.args) != nargs or any(a.star or a.keyword for a in original.args):
+            return updated
+        if not self._may_hold_paddle_optimizer(owner):
+            return updated
+        self._record(original, "state_dict", helper, f"{owner} may hold a Paddle optimizer: torch's layout")
+        new_func = updated.func
+        assert isinstance(new_func, cst.Attribute)
+        owner_arg = cst.Arg(new_func.value)
+        if nargs:
+            owner_arg = owner_arg.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        return updated.with_changes(func=self._import(helper), args=[owner_arg, *updated.args])
+
+    def _check_pickled(self, call: cst.Call) -> None:
+        """``torch.save(opt, f)`` / ``torch.save([model, criterion, opt], f)``: Paddle pickles neither
+        optimizers nor layers; reported with the state-dict form to write instead."""
+        if not call.args or call.args[0].keyword is not None:
+            return
+        obj = call.args[0].value
+        items = [e.value for e in obj.elements] if isinstance(obj, (cst.List, cst.Tuple)) else [obj]
+        if not any(self._code(i) in self.analysis.optimizers for i in items):
+            return
+        if isinstance(obj, (cst.List, cst.Tuple)):
+            inner = ", ".join(f"{self._code(i)}.state_dict()" for i in items)
+            replacement = f"[{inner}]" if isinstance(obj, cst.List) else f"({inner})"
+        else:
+            replacement = f"{self._code(obj)}.state_dict()"
+        rest = ", ".join(self._code(a) for a in call.args[1:])
+        self._report(
+            call,
+            "the converted optimizer (and any paddle.nn.Layer) cannot be pickled by paddle.save: write"
+            f" torch.save({replacement}, {rest}) and restore each with load_state_dict",
+        )
 
     def visit_Annotation(self, node: cst.Annotation) -> None:
         self._typed_context += 1
@@ -294,7 +385,10 @@ class TorchToPaddle(ConvertCommand):
     def reference_target(self, original: cst.BaseExpression) -> tuple[str, str]:  # noqa: D102
         if self._typed_context > 0 or id(original) in self._typed_args:
             return ASGD_TARGET[1], "type check/annotation: the Paddle class"
-        return TORCH_ASGD_CLASS, "bare reference: TorchASGD takes torch's arguments when called later"
+        parent = self.get_metadata(ParentNodeProvider, original, None)
+        if isinstance(parent, cst.Attribute) and parent.value is original:
+            return ASGD_TARGET[1], "class attribute (ASGD.step = ...): the class every conversion builds on"
+        return TORCH_ASGD_CLASS, "bare reference: runtime.ASGD takes torch's arguments when called later"
 
     # ------------------------------------------------------------------ param_groups
     def _wraps_param_groups(self, key: str) -> bool:
@@ -305,13 +399,19 @@ class TorchToPaddle(ConvertCommand):
         optimizer.param_groups[0]`` of a ``torch.optim.SGD``, however the ASGD is later made), and Paddle
         optimizers have no ``param_groups``. The helper returns ``param_groups`` itself where it exists.
         """
-        if key == "self" and self._in_asgd_subclass():
-            return False  # inside an ASGD subclass: self is the averaged-SGD optimizer
+        if key == "self" and (self._in_asgd_subclass() or not any(self._optimizer_class[-1:])):
+            return False  # self of an ASGD subclass (averaged SGD), or of a class that is no torch optimizer
         return self.analysis.mentions and self.analysis.assigned.get(key) != {"asgd"}
 
     def leave_Attribute(
         self, original_node: cst.Attribute, updated_node: cst.Attribute
     ) -> cst.BaseExpression:
+        if original_node.attr.value == "defaults" and self.analysis.assigned.get(
+            self._code(original_node.value), set()
+        ) & {"asgd"}:
+            owner = self._code(original_node.value)
+            self._record(original_node, "defaults", DEFAULTS_HELPER, f"{owner} holds averaged SGD")
+            return cst.Call(func=self._import(DEFAULTS_HELPER), args=[cst.Arg(updated_node.value)])
         if (
             original_node.attr.value == "param_groups"
             and self._wraps_param_groups(self._code(original_node.value))

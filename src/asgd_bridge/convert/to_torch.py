@@ -7,12 +7,9 @@ scheduler is reported) and turn regulariser and clip objects into SAG's tuple sp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext
-from libcst.metadata import Assignment, ParentNodeProvider, ScopeProvider
 
 from .arglist import Converted
 from .command import ConvertCommand
@@ -114,20 +111,6 @@ class PaddleToTorch(ConvertCommand):
                     " torch.optim.lr_scheduler by hand"
                 )
         return Converted()
-
-    def _assigned_values(self, name: cst.Name) -> Iterator[cst.BaseExpression]:
-        """Values given to ``name`` where it is read (``x = v``, ``x: T = v``, ``x := v``)."""
-        scope = self.get_metadata(ScopeProvider, name, None)
-        if scope is None:
-            return
-        for assignment in scope[name.value]:
-            if not isinstance(assignment, Assignment):
-                continue
-            parent = self.get_metadata(ParentNodeProvider, assignment.node, None)
-            if isinstance(parent, cst.AssignTarget):
-                parent = self.get_metadata(ParentNodeProvider, parent, None)
-            if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.NamedExpr)) and parent.value is not None:
-                yield parent.value
 
     def _spec_value(self, rule: ArgRule, arg: cst.Arg | None, original: cst.Arg | None) -> Converted:
         """A Paddle regulariser or clip object as asgd_bridge.torch.SAG's spec (:data:`.rules.SPEC_RULES`)."""
