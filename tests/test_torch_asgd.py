@@ -275,18 +275,28 @@ def test_state_dict_round_trip_continues_identically(case, dtype, direction, via
     assert_identical(got, want)
 
 
-def test_state_dict_format_is_torchs_plus_the_flag_keys():
+@pytest.mark.parametrize(
+    "flags", [{}, {"immediate_lr": True}, {"bottou_average": True, "fused": True}], ids=str
+)
+def test_state_dict_format_is_torchs_plus_the_flags_that_are_set(flags):
+    # At the defaults the groups have exactly torch's keys (a DCP checkpoint of either class then
+    # loads into the other without allow_partial_load); a set flag is recorded.
     p = torch.nn.Parameter(torch.ones(3))
     q = torch.nn.Parameter(torch.ones(3))
-    ours, theirs = ASGD([p], lr=0.1), TorchASGD([q], lr=0.1)
+    ours, theirs = ASGD([p], lr=0.1, **flags), TorchASGD([q], lr=0.1)
     for opt, param in ((ours, p), (theirs, q)):
         param.grad = torch.ones(3)
         opt.step()
     a, b = ours.state_dict(), theirs.state_dict()
     assert a["state"][0].keys() == b["state"][0].keys() == {"step", "eta", "mu", "ax"}
-    extras = {"immediate_lr", "bottou_average", "fused"}
-    assert set(a["param_groups"][0]) == set(b["param_groups"][0]) | extras
+    assert set(a["param_groups"][0]) == set(b["param_groups"][0]) | set(flags)
+    assert {k: a["param_groups"][0][k] for k in flags} == flags
     assert {k: a["param_groups"][0][k] for k in b["param_groups"][0]} == b["param_groups"][0]
+    restored = ASGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    restored.load_state_dict(a)
+    group = restored.param_groups[0]
+    assert (group["immediate_lr"], group["bottou_average"], group["fused"]) == (
+        flags.get("immediate_lr", False), flags.get("bottou_average", False), flags.get("fused"))
 
 
 def test_torch_state_dict_without_flag_keys_loads_with_constructor_flags():
