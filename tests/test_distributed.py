@@ -1,4 +1,4 @@
-"""Averaged SGD under DDP, torch.compile, ZeRO, FSDP2 and DCP: 2 processes, gloo, CPU.
+"""Averaged SGD under DDP, torch.compile, ZeRO, FSDP2, FSDP1 and DCP: 2 processes, gloo, CPU.
 
 One ``torchrun --nproc-per-node 2`` launch of ``tests/distributed/torch_worker.py`` runs every
 scenario (bounded by a timeout; a crash or hang fails every test); the tests assert on the numbers
@@ -23,7 +23,7 @@ import pytest
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).parent / "distributed" / "torch_worker.py"
-SCENARIOS = ("ddp", "zero", "fsdp2", "dcp")
+SCENARIOS = ("ddp", "zero", "fsdp2", "fsdp1", "dcp")
 TOL = 1e-6
 
 
@@ -142,6 +142,30 @@ def test_fsdp2_swap_after_a_raw_evaluation_sees_averages_and_training_never_does
     _assert_max(_values(results, "fsdp2", "swap_inside_vs_true_avg"), TOL)
     _assert_exact(_values(results, "fsdp2", "swap_after_vs_raw"))
     _assert_exact(_values(results, "fsdp2", "train_after_swap_vs_unswapped"))
+
+
+# -------------------------------------------------------------------------------------------- FSDP1
+
+
+def test_fsdp1_steps_match_torch_and_single_process(results):
+    # flat parameters (use_orig_params=False) and original ones (True), nested and root-only
+    for orig in (0, 1):
+        for layout in ("nested", "root_only"):
+            _assert_exact(_values(results, "fsdp1", f"loop_orig{orig}_{layout}_vs_torch_params"))
+    _assert_max(_values(results, "fsdp1", "_vs_torch_params"), TOL)
+    _assert_max(_values(results, "fsdp1", "_vs_single_params"), TOL)
+
+
+def test_fsdp1_averaged_state_dict_unflattens_and_empty_shards_are_not_unstepped(results):
+    _assert_max(_values(results, "fsdp1", "full_sd_vs_true_avg"), TOL)
+    assert all(_values(results, "fsdp1", "no_unstepped_warning").values())
+
+
+def test_fsdp1_swap_reshards_on_entry_and_exit_and_refuses_without_the_model(results):
+    _assert_max(_values(results, "fsdp1", "swap_inside_vs_true_avg"), TOL)
+    _assert_exact(_values(results, "fsdp1", "swap_after_vs_raw"))
+    _assert_exact(_values(results, "fsdp1", "train_after_swap_vs_unswapped"))
+    assert set(_values(results, "fsdp1", "swap_without_model").values()) == {"ValueError"}
 
 
 # ---------------------------------------------------------------------------------------------- DCP

@@ -59,12 +59,13 @@ def _is_dtensor(t: Any) -> bool:
 
 
 def is_flat_param(t: Any) -> bool:
-    """Whether ``t`` is an FSDP1 ``FlatParameter`` (``use_orig_params=False``)."""
+    """Whether ``t`` is managed by FSDP1: a ``FlatParameter``, or an original parameter viewing one."""
     try:
+        from torch.distributed.fsdp._common_utils import _is_fsdp_flattened
         from torch.distributed.fsdp._flat_param import FlatParameter
     except ImportError:
         return False
-    return isinstance(t, FlatParameter)
+    return isinstance(t, FlatParameter) or _is_fsdp_flattened(t)
 
 
 def is_wrapped(model: torch.nn.Module) -> bool:
@@ -130,7 +131,8 @@ def check_swap_target(params: list[Tensor], model: Any) -> None:
         return
     if any(is_flat_param(p) for p in params):
         raise ValueError(
-            "swap_averaged(): the optimizer holds FSDP flat parameters; pass the FSDP model, "
+            "swap_averaged(): the optimizer holds FSDP1 (FullyShardedDataParallel) parameters; pass the "
+            "FSDP model, "
             "swap_averaged(model), so its unsharded parameters are freed on entry and exit (otherwise "
             "the evaluation inside sees the raw weights and training after it the averaged ones)"
         )
