@@ -725,3 +725,26 @@ def test_accelerator_path_never_reads_state_on_the_host(monkeypatch, fix, foreac
     monkeypatch.setattr(torch.Tensor, "item", no_host_read)
     device, _, _ = run(ASGD, p0s, grads, hp)
     assert_close_rel(device, host, 1e-6)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_init_state_takes_no_step_and_the_first_step_uses_the_lr_then(foreach):
+    # init_state() creates torch's lazy state (step 0, eta = lr, mu 1, ax 0) without stepping; an
+    # lr changed before the first real step is honoured, as torch's lazy state would.
+    runs = []
+    for init in (True, False):
+        p = torch.nn.Parameter(torch.arange(3.0))
+        opt = ASGD([p], lr=0.1, t0=0, foreach=foreach)
+        if init:
+            opt.init_state()
+            st = opt.state[p]
+            assert (float(st["step"]), float(st["eta"]), float(st["mu"])) == (0.0, 0.1, 1.0)
+            assert torch.equal(p.detach(), torch.arange(3.0))
+        opt.param_groups[0]["lr"] = 0.3
+        for _ in range(3):
+            p.grad = torch.ones(3)
+            opt.step()
+        runs.append((p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for key in ("step", "eta", "mu", "ax"):
+        assert torch.equal(runs[0][1][key], runs[1][1][key]), key

@@ -47,6 +47,13 @@ class AveragedWeights(Generic[T]):
         default reads torch-style ``param_groups`` (key ``t0``) and ``state[p]["step"]``, which both
         ASGD classes have; a backend without them is never warned about.
 
+    ``_reshard_model``, ``_check_swap_target``, ``_unwrap_model``, ``_is_wrapped``,
+    ``_model_state_dict``, ``_unowned_trainable`` (optional)
+        Where a model is wrapped or sharded (torch: :mod:`asgd_bridge.torch.distributed`): free
+        all-gathered parameters around a swap, refuse a swap that cannot be honoured, give the
+        unwrapped model's keys, count trainable parameters another rank owns (ZeRO). The defaults
+        treat every model as plain.
+
     **The t0 trap.** torch's default ``t0=1e6`` means no averaging in most runs: while every averaged
     parameter's step :math:`t \le t_0`, :math:`\mu = 1` and ``ax`` is just the last iterate. Reading the
     averages then (any method below) emits one :class:`UserWarning` per optimizer naming ``t0`` and
