@@ -275,18 +275,28 @@ def test_state_dict_round_trip_continues_identically(case, dtype, direction, via
     assert_identical(got, want)
 
 
-def test_state_dict_format_is_torchs_plus_the_flag_keys():
+@pytest.mark.parametrize(
+    "flags", [{}, {"immediate_lr": True}, {"bottou_average": True, "fused": True}], ids=str
+)
+def test_state_dict_format_is_torchs_plus_the_flags_that_are_set(flags):
+    # At the defaults the groups have exactly torch's keys (a DCP checkpoint of either class then
+    # loads into the other without allow_partial_load); a set flag is recorded.
     p = torch.nn.Parameter(torch.ones(3))
     q = torch.nn.Parameter(torch.ones(3))
-    ours, theirs = ASGD([p], lr=0.1), TorchASGD([q], lr=0.1)
+    ours, theirs = ASGD([p], lr=0.1, **flags), TorchASGD([q], lr=0.1)
     for opt, param in ((ours, p), (theirs, q)):
         param.grad = torch.ones(3)
         opt.step()
     a, b = ours.state_dict(), theirs.state_dict()
     assert a["state"][0].keys() == b["state"][0].keys() == {"step", "eta", "mu", "ax"}
-    extras = {"immediate_lr", "bottou_average", "fused"}
-    assert set(a["param_groups"][0]) == set(b["param_groups"][0]) | extras
+    assert set(a["param_groups"][0]) == set(b["param_groups"][0]) | set(flags)
+    assert {k: a["param_groups"][0][k] for k in flags} == flags
     assert {k: a["param_groups"][0][k] for k in b["param_groups"][0]} == b["param_groups"][0]
+    restored = ASGD([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    restored.load_state_dict(a)
+    group = restored.param_groups[0]
+    assert (group["immediate_lr"], group["bottou_average"], group["fused"]) == (
+        flags.get("immediate_lr", False), flags.get("bottou_average", False), flags.get("fused"))
 
 
 def test_torch_state_dict_without_flag_keys_loads_with_constructor_flags():
@@ -753,3 +763,27 @@ def _check_schedule_forms(lr: float, lambd: float, alpha: float, t0: float, step
         for t, (e, m) in enumerate(zip(etas, mus, strict=True)):
             assert e.item() == pytest.approx(ref.eta_schedule(lr, lambd, alpha, t), rel=1e-15, abs=0)
             assert m.item() == pytest.approx(ref.mu_schedule(t, t0), rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_init_state_takes_no_step_and_the_first_step_uses_the_lr_then(foreach):
+    # init_state() creates torch's lazy state (step 0, eta = lr, mu 1, ax 0) without stepping; an
+    # lr changed before the first real step is honoured, as torch's lazy state would.
+    runs = []
+    for init in (True, False):
+        p = torch.nn.Parameter(torch.arange(3.0))
+        opt = ASGD([p], lr=0.1, t0=0, foreach=foreach)
+        if init:
+            opt.init_state()
+            st = opt.state[p]
+            assert (float(st["step"]), float(st["mu"])) == (0.0, 1.0)
+            assert torch.equal(st["eta"], torch.tensor(0.1)) and torch.equal(st["ax"], torch.zeros(3))
+            assert torch.equal(p.detach(), torch.arange(3.0))
+        opt.param_groups[0]["lr"] = 0.3
+        for _ in range(3):
+            p.grad = torch.ones(3)
+            opt.step()
+        runs.append((p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for key in ("step", "eta", "mu", "ax"):
+        assert torch.equal(runs[0][1][key], runs[1][1][key]), key

@@ -15,6 +15,11 @@ __all__ = ["AveragedWeights"]
 T = TypeVar("T")
 
 
+def _numel(t: Any) -> int:
+    """Element count of a torch/Paddle tensor or a NumPy array."""
+    return int(t.numel()) if hasattr(t, "numel") else int(getattr(t, "size", 1))
+
+
 class AveragedWeights(Generic[T]):
     r"""Averaged-weights API for an averaged-SGD optimizer: read, swap in, and save :math:`\bar{x}`.
 
@@ -41,6 +46,13 @@ class AveragedWeights(Generic[T]):
         Why the averages are still the last iterates, or ``None`` once averaging has started. The
         default reads torch-style ``param_groups`` (key ``t0``) and ``state[p]["step"]``, which both
         ASGD classes have; a backend without them is never warned about.
+
+    ``_reshard_model``, ``_check_swap_target``, ``_unwrap_model``, ``_is_wrapped``,
+    ``_model_state_dict``, ``_unowned_trainable`` (optional)
+        Where a model is wrapped or sharded (torch: :mod:`asgd_bridge.torch.distributed`): free
+        all-gathered parameters around a swap, refuse a swap that cannot be honoured, give the
+        unwrapped model's keys, count trainable parameters another rank owns (ZeRO). The defaults
+        treat every model as plain.
 
     **The t0 trap.** torch's default ``t0=1e6`` means no averaging in most runs: while every averaged
     parameter's step :math:`t \le t_0`, :math:`\mu = 1` and ``ax`` is just the last iterate. Reading the
@@ -73,6 +85,28 @@ class AveragedWeights(Generic[T]):
 
     def _snapshot(self, tensor: T) -> T:
         return tensor.detach().clone()  # type: ignore[attr-defined]
+
+    def _reshard_model(self, model: Any) -> None:
+        """Make the model's parameters the tensors the optimizer owns (FSDP: free unsharded ones)."""
+
+    def _check_swap_target(self, params: list[T], model: Any) -> None:
+        """Raise or warn when swapping ``params`` without ``model`` cannot be honoured."""
+
+    def _unwrap_model(self, model: Any) -> Any:
+        """The model whose ``state_dict()`` keys load into the unwrapped model (default: itself)."""
+        return model
+
+    def _is_wrapped(self, model: Any) -> bool:
+        """Whether ``model`` needs :meth:`_model_state_dict` (a wrapper or sharded parameters)."""
+        return False
+
+    def _model_state_dict(self, model: Any, full_state_dict: bool, rank0_only: bool) -> dict[str, Any]:
+        """The state dict of a wrapped/sharded model in the unwrapped model's keys."""
+        raise NotImplementedError(f"{type(self).__name__} has no wrapped-model state dict")
+
+    def _unowned_trainable(self, model: Any, owned: set[int]) -> int:
+        """How many trainable parameters of ``model`` the optimizer does not own, where that is a bug."""
+        return 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -122,7 +156,8 @@ class AveragedWeights(Generic[T]):
     def _pairs_warning_if_unstepped(self, what: str) -> list[tuple[T, T | None]]:
         self._warn_if_not_averaging(what)
         pairs = self._averaging_pairs()
-        missing = sum(ax is None for _, ax in pairs)
+        # A parameter with no elements (an FSDP shard empty on this rank) needs no average.
+        missing = sum(ax is None and _numel(p) > 0 for p, ax in pairs)
         if missing:
             warnings.warn(
                 f"{type(self).__name__}.{what}: {missing} of {len(pairs)} parameter(s) have not been "
@@ -143,46 +178,106 @@ class AveragedWeights(Generic[T]):
         pairs = self._pairs_warning_if_unstepped("averaged_parameters()")
         return [self._snapshot(p if ax is None else ax) for p, ax in pairs]
 
+    def _warn_if_unowned(self, what: str, model: Any, pairs: list[tuple[T, T | None]]) -> None:
+        n = self._unowned_trainable(self._unwrap_model(model), {id(p) for p, _ in pairs})
+        if n:
+            warnings.warn(
+                f"{type(self).__name__}.{what}: {n} trainable parameter(s) of the model are not "
+                "optimized by this optimizer (in this process), so they keep their raw weights. Under "
+                "ZeroRedundancyOptimizer each rank owns a shard: use "
+                "asgd_bridge.torch.ZeroAveraged(zero) for the whole model's averages",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _copied(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._snapshot(v) if hasattr(v, "detach") else v for k, v in state.items()}
+
     @contextmanager
-    def swap_averaged(self) -> Iterator[None]:
-        """Context manager: the parameters hold their averaged weights inside, their raw weights after.
-
-        The raw weights are restored on exit, also when the body raises. Nesting raises
-        ``RuntimeError``, and so does the optimizer's ``step()`` inside the block. Example::
-
-            with opt.swap_averaged():
-                val_loss = evaluate(model)          # with the averaged weights
-                torch.save(model.state_dict(), path)
-            # training continues from the raw weights
-        """
+    def _swapped(self, model: Any, pairs: list[tuple[T, T | None]]) -> Iterator[None]:
         if getattr(self, "_averaged_swapped_in", False):
             raise RuntimeError(
                 f"{type(self).__name__}.swap_averaged() is already active: the parameters already "
                 "hold the averaged weights; nested swaps are not allowed"
             )
-        pairs = [(p, ax) for p, ax in self._pairs_warning_if_unstepped("swap_averaged()") if ax is not None]
+        todo = [(p, ax) for p, ax in pairs if ax is not None]
+        self._check_swap_target([p for p, _ in todo], model)
         saved: list[tuple[T, T]] = []
         self._averaged_swapped_in = True
         try:
-            for p, ax in pairs:
+            self._reshard_model(model)  # the parameters are now the tensors the optimizer owns
+            for p, ax in todo:
                 raw = self._snapshot(p)
                 self._copy_into(p, ax)
                 saved.append((p, raw))
             yield
         finally:
-            for p, raw in reversed(saved):
-                self._copy_into(p, raw)
-            self._averaged_swapped_in = False
+            try:
+                self._reshard_model(model)  # drop what the body all-gathered from the averages
+            finally:
+                for p, raw in reversed(saved):
+                    self._copy_into(p, raw)
+                self._averaged_swapped_in = False
 
-    def averaged_state_dict(self, model: Any) -> dict[str, Any]:
+    @contextmanager
+    def swap_averaged(self, model: Any = None) -> Iterator[None]:
+        """Context manager: the parameters hold their averaged weights inside, their raw weights after.
+
+        The raw weights are restored on exit, also when the body raises. Nesting raises
+        ``RuntimeError``, and so does the optimizer's ``step()`` inside the block. Example::
+
+            with opt.swap_averaged(model):
+                val_loss = evaluate(model)          # with the averaged weights
+                torch.save(opt.averaged_state_dict(model), path)
+            # training continues from the raw weights
+
+        Args:
+            model: the model as it is trained (plain, DDP, ``torch.compile``, FSDP1, FSDP2). Needed for
+                a sharded model: FSDP keeps the root's parameters all-gathered after a forward, so on
+                entry and on exit they are resharded (freed), and the next forward all-gathers the
+                averages inside and the raw weights after. Without it, FSDP1 flat parameters raise
+                ``ValueError`` and DTensor parameters warn. Given, a trainable parameter of the model
+                that another rank's optimizer owns (ZeRO) warns.
+        """
+        pairs = self._pairs_warning_if_unstepped("swap_averaged()")
+        if model is not None:
+            self._warn_if_unowned("swap_averaged()", model, pairs)
+        with self._swapped(model, pairs):
+            yield
+
+    def averaged_state_dict(
+        self, model: Any, *, full_state_dict: bool = True, rank0_only: bool = False
+    ) -> dict[str, Any]:
         """``model.state_dict()`` with each optimized parameter replaced by a copy of its average.
 
         Buffers and parameters this optimizer does not own keep their usual entries; the model and the
-        optimizer are not modified. Works for any model with ``state_dict()`` and
+        optimizer are not modified (a wrapped model's parameters hold the averages only while the
+        state dict is taken). Works for any model with ``state_dict()`` and
         ``named_parameters(remove_duplicate=False)`` (``torch.nn.Module``, ``paddle.nn.Layer``), so
         tied parameters get the average under every name.
+
+        A wrapped model (DDP, ``torch.compile``, FSDP1, FSDP2, Paddle ``DataParallel``) gives the keys
+        of the unwrapped model, so the result loads into it. For a sharded model (a collective: call it
+        on every rank):
+
+        Args:
+            model: the model as it is trained.
+            full_state_dict: ``True`` (default): whole tensors (FSDP shards all-gathered, DTensors
+                ``full_tensor()``); ``False``: sharded DTensors, FSDP's sharded state dict, for
+                ``torch.distributed.checkpoint``.
+            rank0_only: with ``full_state_dict=True``, the gathered tensors (on CPU) on rank 0 only and
+                an empty dict on every other rank.
         """
         pairs = self._pairs_warning_if_unstepped("averaged_state_dict()")
+        self._warn_if_unowned("averaged_state_dict()", model, pairs)
+        if self._is_wrapped(model):
+            # Swap the averages into the tensors the optimizer owns, let the wrapper's own state-dict
+            # machinery name (and gather) them, copy, swap back.
+            if getattr(self, "_averaged_swapped_in", False):  # inside swap_averaged(model) already
+                return self._copied(self._model_state_dict(model, full_state_dict, rank0_only))
+            with self._swapped(model, pairs):
+                return self._copied(self._model_state_dict(model, full_state_dict, rank0_only))
+        model = self._unwrap_model(model)
         averages = {id(p): ax for p, ax in pairs if ax is not None}
         out = model.state_dict()
         named: Mapping[str, Any] = dict(model.named_parameters(remove_duplicate=False))

@@ -122,12 +122,26 @@ def _overlapping(shape: Sequence[int], strides: Sequence[int]) -> bool:
     return False
 
 
+def _is_dtensor(value: Any) -> bool:
+    tensor_mod = sys.modules.get("torch.distributed.tensor")
+    dtensor = getattr(tensor_mod, "DTensor", None) if tensor_mod is not None else None
+    return dtensor is not None and type(value) is dtensor
+
+
 def tensor_info(value: Any) -> TensorInfo | None:
     """A torch tensor, Paddle tensor or NumPy array described framework-free; anything else ``None``.
 
-    A torch tensor must be a plain dense one (``torch.Tensor`` or ``Parameter``, strided layout).
+    A torch tensor must be a plain dense one (``torch.Tensor`` or ``Parameter``, strided layout), or
+    a DTensor (FSDP2, tensor parallel; what ``torch.distributed.checkpoint`` loads) whose local shard
+    is one: it is described by its global shape and its local shard's dtype, device and layout.
     """
     torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and _is_dtensor(value):
+        local = tensor_info(value._local_tensor)
+        if local is None:
+            return None
+        shape = tuple(int(s) for s in value.shape)
+        return TensorInfo(shape, local.dtype, local.device, "torch", local.overlapping)
     if torch is not None and isinstance(value, torch.Tensor):
         if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.layout != torch.strided:
             return None
@@ -500,10 +514,12 @@ def _check_group(
     if not isinstance(group, Mapping):
         raise StateDictError(f"{where}: expected a dict, found {_found(group)}")
     ids = group.get("params")
-    if not isinstance(ids, (list, tuple)) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    # torch maps saved ids to parameters by position; torch.distributed.checkpoint gives names (FQNs).
+    if not isinstance(ids, (list, tuple)) or not (
+        all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        or all(isinstance(i, str) for i in ids)
     ):
-        raise _fail(where, "params", "a list of int parameter ids", ids)
+        raise _fail(where, "params", "a list of int parameter ids (or of parameter names)", ids)
     if size is not None and len(ids) != size:
         raise _fail(where, "params", f"{size} ids (the size of the optimizer's group)", ids)
     names = group.get("param_names")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ASGD", "NTASGD", "SAG"]
+__all__ = ["ASGD", "NTASGD", "SAG", "ZeroAveraged"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from .sag import SAG
 
         return SAG
+    if name == "ZeroAveraged":
+        from .distributed import ZeroAveraged
+
+        return ZeroAveraged
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

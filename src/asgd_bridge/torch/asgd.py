@@ -24,10 +24,10 @@ from torch.optim.optimizer import (
 )
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
-from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_asgd_schedule
 from ..state_format import ASGD_FORMAT, checked_torch_load
 from . import _schedule
+from .distributed import TorchAveraging
 
 __all__ = ["ASGD", "asgd"]
 
@@ -36,7 +36,7 @@ __all__ = ["ASGD", "asgd"]
 _EXTRA_KEYS = ("immediate_lr", "bottou_average", "fused")
 
 
-class ASGD(Optimizer, AveragedWeights[Tensor]):
+class ASGD(Optimizer, TorchAveraging):
     r"""Averaged SGD, a drop-in for :class:`torch.optim.ASGD` with an API for the averaged weights.
 
     Per parameter, step :math:`t` counted from 1 (the full statement is
@@ -241,6 +241,17 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
                                 float(p_state[key]), dtype=_get_scalar_dtype(), device=p.device
                             )
 
+    @staticmethod
+    def _new_state(state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
+        state["step"] = torch.zeros((), device=p.device, dtype=_get_scalar_dtype())
+        state["eta"] = (
+            torch.as_tensor(_to_scalar(group["lr"]), device=p.device, dtype=_get_scalar_dtype())
+            .clone()
+            .detach()
+        )
+        state["mu"] = torch.ones((), device=p.device, dtype=_get_scalar_dtype())
+        state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     def _init_group(
         self,
         group: dict[str, Any],
@@ -261,15 +272,12 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
                 grads.append(p.grad)
 
                 state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.zeros((), device=p.device, dtype=_get_scalar_dtype())
-                    state["eta"] = (
-                        torch.as_tensor(_to_scalar(group["lr"]), device=p.device, dtype=_get_scalar_dtype())
-                        .clone()
-                        .detach()
-                    )
-                    state["mu"] = torch.ones((), device=p.device, dtype=_get_scalar_dtype())
-                    state["ax"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                fresh = self.__dict__.get("_fresh_steps")
+                # init_state()'s state, still unstepped (DCP may have loaded into the same tensors)
+                if len(state) == 0 or (
+                    fresh and fresh.pop(id(p), None) is state.get("step") and float(state["step"]) == 0
+                ):
+                    self._new_state(state, p, group)
 
                 mus.append(state["mu"])
                 axs.append(state["ax"])
@@ -330,12 +338,52 @@ class ASGD(Optimizer, AveragedWeights[Tensor]):
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)  # .get: self.state is a defaultdict, indexing would add p
-                pairs.append((p, None if not state else state.get("ax")))
+                ax = None if not state else state.get("ax")
+                if ax is not None and float(state["step"]) == 0:  # init_state() only: not stepped
+                    ax = None
+                pairs.append((p, ax))
         return pairs
 
-    def _copy_into(self, dst: Tensor, src: Tensor) -> None:
-        with torch.no_grad():
-            dst.copy_(src)
+    # ------------------------------------------------------------------ checkpoints (DCP)
+
+    def init_state(self) -> None:
+        """Create every parameter's state as its first step would, without taking a step.
+
+        ``step`` 0, ``eta`` the group's lr, ``mu`` 1, ``ax`` zeros: exactly what :meth:`step` creates
+        before updating. ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` (and
+        ``set_optimizer_state_dict``) run a dummy ``step()`` with lr=0 and zero gradients when the
+        optimizer's state is empty (``_init_optim_state``); for averaged SGD that is not a no-op
+        (``step`` becomes 1 and ``eta`` is computed from lr=0, so the schedule of the real run shifts).
+        Call this once before the first DCP call; the state is then not empty and DCP takes no step.
+
+        ``eta`` is set again from the group's lr at the parameter's first real step (an lr changed
+        in between, e.g. by a scheduler's constructor, is honoured as torch's lazy state would);
+        the averaged-weights API treats a parameter with ``step`` 0 as not stepped yet.
+        Parameters that already have state are left alone.
+        """
+        fresh = self.__dict__.setdefault("_fresh_steps", {})
+        for group in self.param_groups:
+            for p in group["params"]:
+                if len(self.state.get(p, {})) != 0:
+                    continue
+                state = self.state[p]
+                self._new_state(state, p, group)
+                fresh[id(p)] = state["step"]
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``; the flags of this class are recorded only where they are set.
+
+        A group records ``immediate_lr``/``bottou_average`` when ``True`` and ``fused`` when not
+        ``None``; otherwise the group has exactly torch.optim.ASGD's keys, so a
+        ``torch.distributed.checkpoint`` of either class loads into the other without
+        ``allow_partial_load``. A missing flag takes the constructor's value on load.
+        """
+        out = super().state_dict()
+        for group in out["param_groups"]:
+            for key in _EXTRA_KEYS:
+                if key in group and group[key] in (None, False):
+                    del group[key]
+        return out
 
 
 # ---------------------------------------------------------------------- implementation paths
