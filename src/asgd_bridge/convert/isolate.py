@@ -103,12 +103,14 @@ def _child(conn: Connection, func: Callable[..., Any], args: tuple[Any, ...], me
     conn.close()
 
 
-def _died(code: int | None) -> str:
+def _died(code: int | None, memory: int | None) -> str:
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
+        if name == "SIGABRT" and memory is not None:
+            name += f": native code aborted, likely out of the {memory // 2**20} MiB per-file memory limit"
         return f"crashed the converter ({name}); left untouched"
     return f"crashed the converter (exit status {code}); left untouched"
 
@@ -148,7 +150,7 @@ def run_isolated(
                     status, value = conn.recv()
                 except (EOFError, OSError):
                     proc.join()
-                    yield index, IsolationFailure("crash", _died(proc.exitcode))
+                    yield index, IsolationFailure("crash", _died(proc.exitcode, limits.memory))
                     continue
                 finally:
                     conn.close()
