@@ -408,3 +408,24 @@ def test_unified_diff_marks_a_missing_final_newline() -> None:
     diff = unified_diff("a\nb", "a\nc", "f.py")
     assert diff.endswith("-b\n\\ No newline at end of file\n+c\n\\ No newline at end of file\n")
     assert unified_diff("a\n", "a\n", "f.py") == ""
+
+
+def test_children_do_not_rerun_the_callers_script(tmp_path: Path) -> None:
+    (tmp_path / "t.py").write_text(SRC)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom asgd_bridge.convert.files import convert_paths\n"
+        "print('main ran', flush=True)\n"
+        f"(o,) = convert_paths(Path({str(tmp_path / 't.py')!r}), Path({str(tmp_path / 'o.py')!r}))\n"
+        "sys.exit(1 if o.error else 0)\n"
+    )
+    for argv in (["-c", script], ["-"]):  # no script file, and a script read from stdin
+        proc = subprocess.run(
+            [sys.executable, *argv], input=script, capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count("main ran") == 1
+    (tmp_path / "script.py").write_text(script)  # a script without a main guard
+    proc = subprocess.run(
+        [sys.executable, "script.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0 and proc.stdout.count("main ran") == 1, proc.stderr

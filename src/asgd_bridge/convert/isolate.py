@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -63,6 +64,24 @@ def _context() -> Any:
         ctx.set_forkserver_preload(["asgd_bridge.convert.files"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start children without the parent's ``__main__``: multiprocessing would otherwise run the caller's
+    script again in each child (or fail on ``python -`` / ``-c``). The jobs name importable functions."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _child(conn: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory: int | None) -> None:
@@ -137,7 +156,8 @@ def run_isolated(
                 index = pending.pop()
                 recv, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_child, args=(send, func, jobs[index], limits.memory), daemon=True)
-                proc.start()
+                with _main_hidden():
+                    proc.start()
                 send.close()
                 deadline = None if limits.seconds is None else time.monotonic() + limits.seconds
                 running[recv] = (index, proc, recv, deadline)
