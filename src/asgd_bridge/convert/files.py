@@ -356,6 +356,8 @@ def convert_paths(
     for plan in plans:
         kind = plan.outcome.kind
         if kind == "other" or _is_dir(plan.path):
+            if not _is_dir(plan.path):
+                plan.outcome.size = plan.path.stat().st_size
             continue
         if plan.kind == "link" and not _inside(plan.path, source):
             if in_place:
