@@ -68,7 +68,7 @@ def test_check_and_diff_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run(str(src), "--check") == 1
     assert run(str(src), "--diff") == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"--- a/{src}") and "+opt = asgd_bridge.paddle.ASGD(" in out
+    assert out.startswith(f"--- a/{str(src).lstrip('/')}") and "+opt = asgd_bridge.paddle.ASGD(" in out
     assert src.read_text() == SRC
     plain = tmp_path / "plain.py"
     plain.write_text(PLAIN)
@@ -119,7 +119,7 @@ def test_to_torch_reports_a_paddle_lr_scheduler(tmp_path: Path, capsys: pytest.C
         "opt = paddle.optimizer.ASGD(learning_rate=sched, parameters=ps)\n"
     )
     out, report = tmp_path / "t.py", tmp_path / "r.json"
-    assert run(str(src), "--to", "torch", "-o", str(out), "--report", str(report)) == 0
+    assert run(str(src), "--to", "torch", "-o", str(out), "--report", str(report)) == 1  # left to do
     assert "asgd_bridge.torch.SAG" not in out.read_text()  # never carried silently into SAG(lr=...)
     assert "a Paddle LRScheduler has no torch equivalent here" in capsys.readouterr().err
     (change,) = json.loads(report.read_text())["files"][0]["changes"]

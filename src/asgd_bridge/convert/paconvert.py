@@ -7,15 +7,16 @@ its comments are lost there (a PaConvert habit); the optimizer mapping is ours e
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_write, iter_python_files
+from .files import atomic_write, iter_tree, kind_of
 
 __all__ = ["PaConvertError", "PaConvertResult", "available", "run_paconvert"]
 
@@ -29,11 +30,13 @@ class PaConvertError(RuntimeError):
 
 @dataclass
 class PaConvertResult:
-    """Files written and lines PaConvert marked as not converted (``path:line`` each)."""
+    """Files written, lines PaConvert marked as not converted (``(path, line)`` each), and Python files
+    it wrote that do not compile for another reason (``(path, line, column, message)`` each)."""
 
     files: list[Path]
-    unsupported: list[str]
+    unsupported: list[tuple[Path, int]]
     log: str
+    invalid: list[tuple[Path, int, int, str]] = field(default_factory=list)
 
 
 def available() -> bool:
@@ -42,7 +45,11 @@ def available() -> bool:
 
 
 def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConvertResult:
-    """Run PaConvert on ``source`` (a file or tree) and write its ``*.py`` results into ``output`` atomically.
+    """Run PaConvert on ``source`` (a file or tree) and write all it produced into ``output`` atomically.
+
+    PaConvert converts the ``*.py`` files and copies the others (``requirements.txt``: ``torch`` becomes
+    ``paddlepaddle-gpu``). Every Python file it wrote is compiled: a line it marked ``>>>>>>`` is in
+    :attr:`PaConvertResult.unsupported`, any other error (a mangled import) in ``invalid``.
 
     PaConvert runs in a child process on a staging copy, so its console banner and any crash stay out of
     this process and a failure leaves ``output`` as it was. The child is isolated from the code it converts:
@@ -63,7 +70,7 @@ def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConve
         if source.is_dir():
             staged.mkdir()
         else:
-            staged = staged.with_suffix(".py")
+            staged = staged.with_suffix(source.suffix or ".py")
         log = Path(tmp) / "paconvert.log"
         neutral = Path(tmp) / "cwd"
         neutral.mkdir()
@@ -84,16 +91,33 @@ def run_paconvert(source: Path, output: Path, timeout: float = 600.0) -> PaConve
         if proc.returncode != 0 or not staged.exists():
             tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
             raise PaConvertError(f"PaConvert failed (exit {proc.returncode}):\n{tail}")
-        written: list[Path] = []
-        unsupported: list[str] = []
-        for path in iter_python_files(staged):
-            rel = path.relative_to(staged) if staged.is_dir() else None
-            target = output / rel if rel is not None else output
+        result = PaConvertResult([], [], text)
+        for path in iter_tree(staged):
+            if path.is_dir() or path.is_symlink():
+                continue
+            target = output / path.relative_to(staged) if staged.is_dir() else output
             data = path.read_bytes()
-            for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-                if line.lstrip().startswith(UNSUPPORTED_MARK):
-                    unsupported.append(f"{target}:{number}")
-            atomic_write(target, data)
-            written.append(target)
+            if kind_of(path) == "python" or not staged.is_dir():
+                _check(data, target, result)
+            src = source / path.relative_to(staged) if source.is_dir() else source
+            atomic_write(target, data, like=src if src.exists() else None)
+            result.files.append(target)
         shutil.rmtree(staged, ignore_errors=True)
-    return PaConvertResult(written, unsupported, text)
+    return result
+
+
+def _check(data: bytes, target: Path, result: PaConvertResult) -> None:
+    """Record ``target``'s ``>>>>>>`` lines, and whether it compiles for another reason."""
+    text = data.decode("utf-8", "replace")
+    marked = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith(UNSUPPORTED_MARK):
+            marked.add(number)
+            result.unsupported.append((target, number))
+    try:
+        compile(text, str(target), "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        if exc.lineno not in marked:
+            result.invalid.append((target, exc.lineno or 0, exc.offset or 0, exc.msg))
+    except (ValueError, RecursionError, MemoryError) as exc:
+        result.invalid.append((target, 0, 0, f"{type(exc).__name__}: {exc}"))
