@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from asgd_bridge.convert.files import convert_file
+from asgd_bridge.convert.files import convert_paths
 from asgd_bridge.convert.rules import (
     ASGD_RULES,
     GROUP_KEY_RULES,
@@ -1071,7 +1071,7 @@ def test_invalid_file_is_left_unchanged_with_pythons_position(tmp_path) -> None:
     path = tmp_path / "bad.py"
     src = "from torch.optim import ASGD\n\nopt = ASGD(ps, lr=0.1, lr=0.2)\n"
     path.write_text(src)
-    outcome = convert_file(path, tmp_path / "out.py")
+    [outcome] = convert_paths(path, tmp_path / "out.py")
     assert outcome.error is not None and "bad.py:3:24: invalid Python: keyword argument repeated" in outcome.error
     assert path.read_text() == src and not (tmp_path / "out.py").exists()
 

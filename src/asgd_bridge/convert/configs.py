@@ -19,7 +19,7 @@ __all__ = ["CONFIG_SUFFIXES", "PADDLE_TARGET", "convert_config"]
 CONFIG_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 
 #: What a ``_target_: torch.optim.ASGD`` becomes: the class that takes torch.optim.ASGD's arguments.
-PADDLE_TARGET = "asgd_bridge.convert.runtime.TorchASGD"
+PADDLE_TARGET = "asgd_bridge.convert.runtime.ASGD"
 
 _SOURCES = {"paddle": r"torch\.optim(?:\.asgd)?\.ASGD", "torch": r"paddle\.optimizer(?:\.asgd)?\.ASGD"}
 

@@ -216,8 +216,12 @@ def _python_position(code: str, filename: str, notebook: bool) -> SyntaxError | 
 
 
 def _syntax_message(exc: BaseException) -> str:
+    from .transform import InvalidPython
+
     if isinstance(exc, SyntaxError):
         return f"{exc.lineno or 0}:{exc.offset or 0}: invalid Python: {exc.msg}"
+    if isinstance(exc, InvalidPython):  # convert_source's own compile(): Python's position and words
+        return f"{exc.lineno}:{exc.offset}: invalid Python: {exc.message}"
     line = getattr(exc, "raw_line", None) or 0
     col = getattr(exc, "raw_column", None)
     col = col + 1 if isinstance(col, int) else 0
