@@ -86,3 +86,27 @@ def test_warns_until_the_step_passes_t0_and_not_after(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         opt.averaged_parameters()
+
+
+@pytest.mark.parametrize("run", [torch_run, paddle_run], ids=["torch", "paddle"])
+@pytest.mark.parametrize("what", ["swap_averaged", "averaged_parameters", "averaged_state_dict"])
+def test_the_warnings_point_at_the_callers_line(run, what) -> None:
+    # Both warnings (t0 trap; a parameter never stepped) are attributed to the line that read the
+    # averages, not to averaging.py or contextlib (swap_averaged is a context manager).
+    model, opt = run(3)  # default t0: the trap
+    frozen = model.bias if hasattr(model, "bias") else None
+    unstepped = type(opt)([frozen], lr=0.05) if run is torch_run else type(opt)(
+        learning_rate=0.05, parameters=[frozen]
+    )
+    for o in (opt, unstepped):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if what == "swap_averaged":
+                with o.swap_averaged():
+                    pass
+            elif what == "averaged_parameters":
+                o.averaged_parameters()
+            else:
+                o.averaged_state_dict(model)
+        assert caught, what
+        assert {w.filename for w in caught} == {__file__}, [(w.filename, str(w.message)) for w in caught]

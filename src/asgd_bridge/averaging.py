@@ -145,16 +145,18 @@ class AveragedWeights(Generic[T]):
             "start averaging when the validation metric stalls"
         )
 
-    def _warn_if_not_averaging(self, what: str) -> None:
+    def _warn_if_not_averaging(self, what: str, depth: int) -> None:
         if getattr(self, "_t0_trap_warned", False):
             return
         reason = self._averaging_not_started()
         if reason is not None:
             self._t0_trap_warned = True
-            warnings.warn(f"{type(self).__name__}.{what}: {reason}", UserWarning, stacklevel=4)
+            warnings.warn(f"{type(self).__name__}.{what}: {reason}", UserWarning, stacklevel=depth)
 
-    def _pairs_warning_if_unstepped(self, what: str) -> list[tuple[T, T | None]]:
-        self._warn_if_not_averaging(what)
+    def _pairs_warning_if_unstepped(self, what: str, depth: int = 3) -> list[tuple[T, T | None]]:
+        """The pairs, warning (at the caller's caller: ``depth`` frames up) about the t0 trap and
+        about parameters without averages; ``swap_averaged`` passes one more for contextlib's frame."""
+        self._warn_if_not_averaging(what, depth + 1)
         pairs = self._averaging_pairs()
         # A parameter with no elements (an FSDP shard empty on this rank) needs no average.
         missing = sum(ax is None and _numel(p) > 0 for p, ax in pairs)
@@ -164,7 +166,7 @@ class AveragedWeights(Generic[T]):
                 "stepped yet, so they have no averaged weights ('ax'); their current values are used as "
                 "their own average",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=depth,
             )
         return pairs
 
@@ -239,7 +241,7 @@ class AveragedWeights(Generic[T]):
                 ``ValueError`` and DTensor parameters warn. Given, a trainable parameter of the model
                 that another rank's optimizer owns (ZeRO) warns.
         """
-        pairs = self._pairs_warning_if_unstepped("swap_averaged()")
+        pairs = self._pairs_warning_if_unstepped("swap_averaged()", depth=4)  # + contextlib's __enter__
         if model is not None:
             self._warn_if_unowned("swap_averaged()", model, pairs)
         with self._swapped(model, pairs):
