@@ -21,6 +21,7 @@ from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_rate
 from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
+from . import _fused
 from ._amp import skip_for_found_inf
 from .sag import clip_to_spec
 
@@ -425,8 +426,8 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                         continue
                     if grad.is_selected_rows():
                         raise RuntimeError("ASGD does not support sparse (SelectedRows) gradients")
-                    if p.dtype in _LOW_PRECISION:
-                        grad = grad.astype("float32")
+                    if p.dtype in _LOW_PRECISION and self._negate_first(p, index):
+                        grad = grad.astype("float32")  # clipped / regularised in fp32 (else: _update)
                     # maximize negates the raw gradient before clipping and regularisers
                     # (reference.prepare_gradients); without those, the update uses -eta instead.
                     negated = group["maximize"] and self._negate_first(p, index)
@@ -449,6 +450,9 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
     def _update(
         self, p: Tensor, grad: Tensor, group: dict[str, Any], extras: _GroupExtras, negated: bool
     ) -> None:
+        grad = _fused.asgd_update(self, p, grad, group, extras, negated)
+        if grad is None:
+            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
         lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
         lr = group["lr"] * _param_lr_multiplier(p)
         st = self.state.get(p)

@@ -1,0 +1,191 @@
+"""The one-pass CPU path of ``asgd_bridge.paddle.ASGD``: the C kernel of :mod:`asgd_bridge._native`.
+
+Paddle's ops update a parameter in four passes over memory (``scale_`` and ``sgd_`` for the weight,
+``scale_`` and ``sgd_`` for the average); the kernel ``asgd_update`` of ``asgd_cpu.c`` (the same
+source, builder and private cache as ``asgd_bridge.torch``'s fused path) does it in one: each
+element of the weight, the gradient and ``ax`` is read once and the weight and ``ax`` written once
+(20 bytes per fp32 element). Per parameter, with the host-side schedule of the optimizer (step,
+eta and mu are Python numbers, so nothing is read back from a tensor)::
+
+    decay = 1 - lambd * eta - eta * weight_decay
+    x     = decay * x - (-eta if maximize else eta) * g     (x: the parameter, or its fp32 master)
+    p     = x rounded to p's dtype
+    ax    = p if mu == 1 else ax + mu * (x - ax)
+
+which is :func:`asgd_bridge.reference.asgd_step` written as the optimizer's Paddle path writes it.
+
+What reaches the kernel (:func:`_check`): plain dense CPU tensors (``paddle.Tensor`` or a
+parameter; not SelectedRows, not distributed, initialised, contiguous -- a view's ``data_ptr()``
+already includes its offset), ``p`` and ``ax`` of one dtype among float32/float64/bfloat16/float16
+and one element count, the gradient of that count and of p's dtype (or float32 for bfloat16/float16, as the
+optimizer casts it), a ``multi_precision`` master of float32 and p's count, no two buffers
+overlapping. Anything else, a GPU parameter, or no C compiler: Paddle's ops, after one
+``RuntimeWarning`` per reason naming the parameter. The first step of a parameter (which creates
+its state and master weight) runs Paddle's ops too, without a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from array import array
+from typing import Any
+
+import paddle
+
+from .._native import asgd as _kernel
+from .._native.build import NativeUnavailable, warn_once
+from ..reference import eta_schedule, mu_schedule
+
+__all__ = ["asgd_update", "kernel_threads"]
+
+_LOW = (paddle.bfloat16, paddle.float16)
+_NAMES = {paddle.float32: "float32", paddle.float64: "float64", paddle.bfloat16: "bfloat16",
+          paddle.float16: "float16"}  # fmt: skip
+_PLAIN = (paddle.Tensor, paddle.base.framework.EagerParamBase)
+
+#: Tests set this to run every parameter through Paddle's ops (the non-fused path).
+_FORCE_FALLBACK = False
+
+_state: dict[str, Any] = {"kernel": None, "error": None}
+
+
+def kernel_threads() -> int:
+    """Threads of a kernel launch: ``OMP_NUM_THREADS`` if set (as Paddle's CPU kernels), else the
+    CPUs this process may run on."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _load() -> Any:
+    if _state["kernel"] is None and _state["error"] is None:
+        try:
+            _state["kernel"] = _kernel.load_asgd_kernel()
+        except NativeUnavailable as e:
+            _state["error"] = str(e)
+            warn_once("paddle-no-kernel", f"asgd_bridge.paddle.ASGD uses Paddle's ops: {e}")
+    return _state["kernel"]
+
+
+def _for_ops(p: paddle.Tensor, grad: paddle.Tensor) -> paddle.Tensor:
+    """The gradient as the optimizer's Paddle ops take it (float32 for a bfloat16/float16 parameter)."""
+    return grad.astype("float32") if p.dtype in _LOW and grad.dtype != paddle.float32 else grad
+
+
+def _fallback(reason: str, p: paddle.Tensor, grad: paddle.Tensor) -> paddle.Tensor:
+    warn_once(
+        f"paddle-rest:{reason}",
+        f"asgd_bridge.paddle.ASGD: parameter {p.name!r} is updated by Paddle's ops, not the one-pass "
+        f"CPU kernel: {reason} (said once per reason)",
+        stacklevel=4,
+    )
+    return _for_ops(p, grad)
+
+
+def _check(t: Any, what: str, dtypes: tuple, numel: int, p: paddle.Tensor) -> str | None:
+    """Why tensor ``t`` (``what``) cannot reach the kernel as ``numel`` elements of one of
+    ``dtypes``, or ``None``. Attribute reads only (a gradient clipped by Paddle may have shape
+    ``[1]`` for a 0-d parameter: the element count is what the kernel needs).
+
+    Raises:
+        ValueError: ``t`` has another number of elements than the parameter (a hand-edited or
+            corrupt state: no path could update it correctly), naming the parameter.
+    """
+    if type(t) not in _PLAIN:
+        return f"its {what} is a {type(t).__name__}, not a plain paddle.Tensor"
+    if math.prod(t.shape) != numel:
+        raise ValueError(
+            f"asgd_bridge.paddle.ASGD: the {what} of parameter {p.name!r} has shape {list(t.shape)} "
+            f"({math.prod(t.shape)} elements), the parameter has {numel} (shape {list(p.shape)})"
+        )
+    if not t.place.is_cpu_place():
+        return f"its {what} is on {t.place}, not the CPU"
+    if not t.is_dense() or t.is_dist() or not t._is_initialized():
+        return f"its {what} is not an initialised dense tensor"
+    if t.dtype not in dtypes:
+        return f"its {what} has dtype {t.dtype}"
+    if not t.is_contiguous():
+        return f"its {what} is not contiguous (strides {t.strides})"
+    return None
+
+
+def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str, Any], extras: Any,
+                negated: bool) -> paddle.Tensor | None:  # fmt: skip
+    """Update ``p`` (one step of ``opt``, an ``asgd_bridge.paddle.ASGD``) with the kernel if it can.
+
+    The arguments are those of ``ASGD._update``: the prepared gradient (negated, clipped; a
+    bfloat16/float16 gradient is float32 where a clip or regulariser saw it, else still of the
+    parameter's dtype, so the kernel reads 2 bytes per element of it), the parameter's group and
+    extras, and whether ``maximize`` already negated the gradient. Returns ``None`` when the
+    parameter, its ``ax``, the schedule (and its master weight) were updated, else the gradient
+    the caller's Paddle ops take (cast to float32 for a bfloat16/float16 parameter; nothing else
+    was modified).
+
+    Raises:
+        ValueError: the gradient, ``ax`` or the master weight has another element count than ``p``.
+    """
+    st = opt.state.get(p)
+    # the first step creates the state (and master weight) in the Paddle path
+    kernel = None if _FORCE_FALLBACK or st is None else _load()
+    if kernel is None:
+        return _for_ops(p, grad)
+    dtype = p.dtype
+    name = _NAMES.get(dtype)
+    if name is None:
+        return _fallback(f"dtype {dtype}", p, grad)
+    numel = math.prod(p.shape)
+    low = dtype in _LOW
+    reason = _check(p, "value", (dtype,), numel, p) or _check(st.ax, "state 'ax'", (dtype,), numel, p)
+    master = opt._master_weights.get(p.name) if low and opt._multi_precision else None
+    if reason is None and master is not None:
+        reason = _check(master, "master weight", (paddle.float32,), numel, p)
+    if reason is None:
+        reason = _check(grad, "gradient", (dtype, paddle.float32) if low else (dtype,), numel, p)
+    if reason is not None:
+        return _fallback(reason, p, grad)
+
+    own = getattr(p, "regularizer", None)
+    wd = 0.0 if own is not None else group["weight_decay"]
+    raw = grad  # what the Paddle ops get if the kernel cannot run (they regularise it themselves)
+    if own is not None or extras.regularizer is not None:
+        grad = opt._create_regularization_of_grad(p, grad, extras.regularizer)
+        reason = _check(grad, "regularised gradient", (dtype, paddle.float32) if low else (dtype,), numel, p)
+        if reason is not None:
+            return _fallback(reason, p, raw)
+
+    buffers = [p, grad, st.ax] + ([master] if master is not None else [])
+    if _overlap(buffers):
+        return _fallback("two of its buffers (value, gradient, ax, master) overlap", p, raw)
+
+    from .asgd import _param_lr_multiplier, _round_scalar  # the optimizer's own helpers (no cycle)
+
+    lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
+    lr = group["lr"] * _param_lr_multiplier(p)
+    t = st.step + 1
+    rnd = st.scalar_dtype
+    eta = _round_scalar(eta_schedule(lr, lambd, alpha, t - 1), rnd) if group["immediate_lr"] else st.eta
+    mu = _round_scalar(mu_schedule(t, t0), rnd) if group["bottou_average"] else st.mu
+    signed = -eta if group["maximize"] and not negated else eta
+    addresses = array("Q", [p.data_ptr(), grad.data_ptr(), st.ax.data_ptr(),
+                            master.data_ptr() if master is not None else 0, numel])  # fmt: skip
+    scalars = array("d", [1.0 - lambd * eta - eta * wd, signed, mu])
+    _kernel.asgd_update(
+        kernel, name, addresses, scalars, 1, grad_f32=low and grad.dtype == paddle.float32,
+        master=master is not None, nthreads=kernel_threads(),
+    )  # fmt: skip
+    # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.
+    for x in (p, st.ax, master):
+        if x is not None:
+            x._bump_inplace_version()
+    st.step = t
+    st.eta = _round_scalar(eta_schedule(lr, lambd, alpha, t), rnd)
+    st.mu = _round_scalar(mu_schedule(t, t0), rnd)
+    return None
+
+
+def _overlap(tensors: list[paddle.Tensor]) -> bool:
+    """Whether any two of these dense tensors' byte ranges intersect."""
+    spans = sorted((t.data_ptr(), t.data_ptr() + math.prod(t.shape) * t.element_size()) for t in tensors)
+    return any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
