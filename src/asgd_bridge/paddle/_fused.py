@@ -1,4 +1,4 @@
-"""The one-pass CPU path of ``asgd_bridge.paddle.ASGD``: the C kernel of :mod:`asgd_bridge._native`.
+"""One-pass CPU paths of ``asgd_bridge.paddle.ASGD`` and ``SAG``: the C kernels of ``asgd_bridge._native``.
 
 Paddle's ops update a parameter in four passes over memory (``scale_`` and ``sgd_`` for the weight,
 ``scale_`` and ``sgd_`` for the average); the kernel ``asgd_update`` of ``asgd_cpu.c`` (the same
@@ -34,10 +34,11 @@ from typing import Any
 import paddle
 
 from .._native import asgd as _kernel
+from .._native import sag as _sag_kernel
 from .._native.build import NativeUnavailable, warn_once
 from ..reference import eta_schedule, mu_schedule
 
-__all__ = ["asgd_update", "kernel_threads"]
+__all__ = ["asgd_update", "kernel_threads", "sag_update"]
 
 _LOW = (paddle.bfloat16, paddle.float16)
 _NAMES = {paddle.float32: "float32", paddle.float64: "float64", paddle.bfloat16: "bfloat16",
@@ -47,7 +48,7 @@ _PLAIN = (paddle.Tensor, paddle.base.framework.EagerParamBase)
 #: Tests set this to run every parameter through Paddle's ops (the non-fused path).
 _FORCE_FALLBACK = False
 
-_state: dict[str, Any] = {"kernel": None, "error": None}
+_state: dict[str, Any] = {"kernel": None, "error": None, "sag": None, "sag_error": None}
 
 
 def kernel_threads() -> int:
@@ -74,10 +75,10 @@ def _for_ops(p: paddle.Tensor, grad: paddle.Tensor) -> paddle.Tensor:
     return grad.astype("float32") if p.dtype in _LOW and grad.dtype != paddle.float32 else grad
 
 
-def _fallback(reason: str, p: paddle.Tensor, grad: paddle.Tensor) -> paddle.Tensor:
+def _fallback(reason: str, p: paddle.Tensor, grad: paddle.Tensor, who: str = "ASGD") -> paddle.Tensor:
     warn_once(
-        f"paddle-rest:{reason}",
-        f"asgd_bridge.paddle.ASGD: parameter {p.name!r} is updated by Paddle's ops, not the one-pass "
+        f"paddle-rest:{who}:{reason}",
+        f"asgd_bridge.paddle.{who}: parameter {p.name!r} is updated by Paddle's ops, not the one-pass "
         f"CPU kernel: {reason} (said once per reason)",
         stacklevel=4,
     )
@@ -97,7 +98,7 @@ def _check(t: Any, what: str, dtypes: tuple, numel: int, p: paddle.Tensor) -> st
         return f"its {what} is a {type(t).__name__}, not a plain paddle.Tensor"
     if math.prod(t.shape) != numel:
         raise ValueError(
-            f"asgd_bridge.paddle.ASGD: the {what} of parameter {p.name!r} has shape {list(t.shape)} "
+            f"asgd_bridge.paddle: the {what} of parameter {p.name!r} has shape {list(t.shape)} "
             f"({math.prod(t.shape)} elements), the parameter has {numel} (shape {list(p.shape)})"
         )
     if not t.place.is_cpu_place():
@@ -189,3 +190,96 @@ def _overlap(tensors: list[paddle.Tensor]) -> bool:
     """Whether any two of these dense tensors' byte ranges intersect."""
     spans = sorted((t.data_ptr(), t.data_ptr() + math.prod(t.shape) * t.element_size()) for t in tensors)
     return any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+# --------------------------------------------------------------------------- SAG
+
+
+def _load_sag() -> Any:
+    if _state["sag"] is None and _state["sag_error"] is None:
+        try:
+            _state["sag"] = _sag_kernel.load_sag_kernel()
+        except NativeUnavailable as e:
+            _state["sag_error"] = str(e)
+            warn_once("paddle-sag-no-kernel", f"asgd_bridge.paddle.SAG uses Paddle's ops: {e}")
+    return _state["sag"]
+
+
+_SAG_DTYPES = {paddle.float32: "float32", paddle.float64: "float64"}
+
+
+def _sag_regularizer(opt: Any, p: paddle.Tensor) -> tuple[str | None, float] | None:
+    """The regulariser ``SAG._regularize`` applies to ``p`` as ``(kind, coeff)``; ``None``: a custom one."""
+    from paddle.regularizer import L1Decay, L2Decay
+
+    reg = getattr(p, "regularizer", None)
+    if reg is None:
+        reg = opt.regularization
+    if reg is None:
+        return None, 0.0
+    if isinstance(reg, (int, float)):
+        return ("l2", float(reg)) if reg != 0 else (None, 0.0)
+    if type(reg) in (L2Decay, L1Decay):
+        coeff = float(reg._coeff)
+        return ("l2" if type(reg) is L2Decay else "l1", coeff) if coeff != 0 else (None, 0.0)
+    return None
+
+
+def sag_update(opt: Any, p: paddle.Tensor, g: paddle.Tensor, lr: float) -> bool:
+    r"""One SAG step of ``p`` (``opt``, an ``asgd_bridge.paddle.SAG``) with the kernel if it can.
+
+    The arguments are those of ``SAG._update``: the gradient already negated and clipped by the
+    optimizer, and the global lr. In one pass (``sag_cpu.c``, :func:`asgd_bridge.reference.sag_step`)::
+
+        g = g + coeff * p  (L2Decay / float)  |  g + coeff * sign(p)  (L1Decay)
+        d = d - y[i] + g;   y[i] = g;   p = p - lr * d / min(m + 1, n)
+
+    Returns ``True`` when ``p``, ``d``, ``y[m % n]`` and ``m`` were updated; ``False`` when the caller
+    must run Paddle's ops (nothing modified): float16/bfloat16 or a master weight, a GPU
+    parameter (quietly: Paddle's ops are their path), a custom regulariser, a layout the kernel
+    does not take (one warning per reason).
+
+    Raises:
+        ValueError: the gradient, ``d`` or ``y`` has another element count than the state needs.
+    """
+    name = _SAG_DTYPES.get(p.dtype)
+    if _FORCE_FALLBACK or name is None or not p.place.is_cpu_place():
+        return False
+    state = opt._state_of(p)  # allocates the state on a first step, as SAG._update does
+    if "master" in state:
+        return False
+    kernel = _load_sag()
+    if kernel is None:
+        return False
+    reg = _sag_regularizer(opt, p)
+    if reg is None:
+        _fallback("a custom regularizer", p, g, "SAG")
+        return False
+    d, y = state["d"], state["y"]
+    n = opt._n_of(p)
+    numel = math.prod(p.shape)
+    dtypes = (p.dtype,)
+    reason = (
+        _check(p, "value", dtypes, numel, p)
+        or _check(g, "gradient", dtypes, numel, p)
+        or _check(d, "state 'd'", dtypes, numel, p)
+        or _check(y, "state 'y'", dtypes, n * numel, p)
+    )
+    if reason is None and _overlap([p, g, d, y]):
+        reason = "two of its buffers (value, gradient, d, y) overlap"
+    if reason is not None:
+        _fallback(reason, p, g, "SAG")
+        return False
+    m = state["m"]
+    attr = getattr(p, "optimize_attr", None) or {}
+    plr = lr * float(attr.get("learning_rate", 1.0))
+    row = y.data_ptr() + (m % n) * numel * p.element_size()
+    addresses = array("Q", [p.data_ptr(), g.data_ptr(), d.data_ptr(), row, 0, numel])
+    _sag_kernel.sag_step(
+        kernel, name, addresses, array("d", [-plr / min(m + 1, n)]), 1, scale_f64=False, maximize=False,
+        clip_value=None, regularizer=reg[0], coeff=reg[1], nthreads=kernel_threads(),
+    )  # fmt: skip
+    for x in (p, d, y):
+        x._bump_inplace_version()
+    state["m"] = m + 1
+    return True

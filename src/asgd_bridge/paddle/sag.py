@@ -23,6 +23,7 @@ from asgd_bridge.hyperparams import (
     parse_weight_decay,
 )
 from asgd_bridge.memory import StateTensor, check_sag_memory
+from asgd_bridge.paddle import _fused
 from asgd_bridge.paddle._amp import skip_for_found_inf
 from asgd_bridge.state_format import (
     SAG_FORMAT,
@@ -473,6 +474,8 @@ class SAG(Optimizer):
         return None
 
     def _update(self, p: paddle.Tensor, g: paddle.Tensor, lr: float, cache: dict) -> None:
+        if _fused.sag_update(self, p, g, lr):
+            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
         state = self._state_of(p)
         n = self._n_of(p)
         m = state["m"]

@@ -23,6 +23,7 @@ from asgd_bridge.hyperparams import (
 )
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.state_format import SAG_FORMAT, checked_torch_load
+from asgd_bridge.torch import _sag_fused
 
 __all__ = ["SAG"]
 
@@ -303,6 +304,8 @@ class SAG(Optimizer):
         l1, coeff = (True, wd[1]) if isinstance(wd, tuple) else (False, wd)
         scales = self._clip_scales(grads, clip)
         states = [st or self._init_state(p, group) for p, st in zip(params, states, strict=True)]
+        if _sag_fused.sag_group_(group, params, grads, states, scales):
+            return  # one pass in the CPU kernel (torch/_sag_fused.py); below: foreach ops
 
         fast, mixed = [], []
         for j, st in enumerate(states):
