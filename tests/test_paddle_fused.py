@@ -36,14 +36,14 @@ CASES = [c.kwargs for c in cases_for("paddle.ASGD")]
 
 
 @pytest.fixture
-def launches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The dtypes of every kernel launch of the Paddle caller, in order."""
-    seen: list[str] = []
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """``(dtype, tensors)`` of every kernel launch of the Paddle caller, in order."""
+    seen: list[tuple[str, int]] = []
     real = native_asgd.asgd_update
 
-    def counting(kernel: Any, dtype: str, *args: Any, **kwargs: Any) -> None:
-        seen.append(dtype)
-        real(kernel, dtype, *args, **kwargs)
+    def counting(kernel: Any, dtype: str, addresses: Any, scalars: Any, k: int, **kwargs: Any) -> None:
+        seen.append((dtype, k))
+        real(kernel, dtype, addresses, scalars, k, **kwargs)
 
     monkeypatch.setattr(_fused._kernel, "asgd_update", counting)
     return seen
@@ -87,7 +87,9 @@ def test_table_rows_run_the_kernel_and_match_paddle_ops(case: dict, dtype: str, 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback: every parameter takes the kernel
         fused, ops, stepped = _runs(case, dtype)
-    assert launches == [dtype] * stepped
+    # one launch per step (every parameter of a dtype in it), each parameter from its second step on
+    assert all(d == dtype for d, _ in launches) and len(launches) == ASGD_INFO.steps - 1
+    assert sum(k for _, k in launches) == stepped
     rtol = 1e-12 if dtype == "float64" else 1e-6
     for t, ((fp, fs), (op, os_)) in enumerate(zip(fused, ops, strict=True), start=1):
         for i, (u, v) in enumerate(zip(fp, op, strict=True)):
@@ -143,7 +145,7 @@ def test_low_precision_within_one_ulp(case: dict, fix: dict, dtype: str, multi_p
             opt.set_lr(lr_t)
             p.grad = g
             opt.step()
-    assert launches == [dtype] * (len(lrs) - 1)
+    assert launches == [(dtype, 1)] * (len(lrs) - 1)
     g64 = [g.astype("float64").numpy() for g in grads]
     if clip is not None:
         g64 = [ref.prepare_gradients([p0], [g], maximize=hp.get("maximize", False),
@@ -179,7 +181,7 @@ def test_step_reads_nothing_back_and_runs_the_kernel(
             for name in ("numpy", "item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
                 mp.setattr(paddle.Tensor, name, refuse)
             opt.step()
-    assert launches == ["float32", "float16"] * 3
+    assert sorted(launches) == sorted([("float32", 1), ("float16", 1)] * 3)  # one launch per dtype
 
 
 # --------------------------------------------------------------------------- bad inputs, in a child
@@ -291,3 +293,25 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path: Any) -> None:
     assert out["same"] is True
     assert [w for w in out["warnings"] if "asgd_bridge.paddle.ASGD uses Paddle's ops" in w] != []
     assert len([w for w in out["warnings"] if "Paddle's ops" in w]) == 1, out
+
+
+def test_a_step_failing_half_way_has_updated_the_parameters_before_the_failure(launches: list) -> None:
+    """Parameters are queued and launched together at the end of step(); an error on a later
+    parameter still launches the queued ones (as the unbatched loop would have updated them)."""
+    ps = [paddle.create_parameter([4, 3], "float32", default_initializer=paddle.nn.initializer.Constant(1.0))
+          for _ in range(3)]  # fmt: skip
+    opt = ASGD(parameters=ps, learning_rate=0.1, t0=0)
+    for _ in range(2):
+        for p in ps:
+            p.grad = paddle.ones(p.shape)
+        if _ == 1:
+            opt.state[ps[2]].ax = paddle.zeros([5])  # corrupt: the kernel's caller refuses it
+            before = [p.numpy().copy() for p in ps]
+            with pytest.raises(ValueError, match="state 'ax' of parameter"):
+                opt.step()
+        else:
+            opt.step()
+    assert launches == [("float32", 2)]
+    assert [int(opt.state[p]["step"]) for p in ps] == [2, 2, 1]
+    assert not np.array_equal(ps[0].numpy(), before[0]) and not np.array_equal(ps[1].numpy(), before[1])
+    np.testing.assert_array_equal(ps[2].numpy(), before[2])

@@ -78,9 +78,21 @@ def _load() -> Any:
 
 
 def asgd_step(
-    kernel: Any, dtype: str, addresses: array, k: int, *, scalar_f64: bool, lr: float, lambd: float,
-    alpha: float, t0: float, weight_decay: float, maximize: bool, immediate_lr: bool,
-    bottou_average: bool, nthreads: int,
+    kernel: Any,
+    dtype: str,
+    addresses: array,
+    k: int,
+    *,
+    scalar_f64: bool,
+    lr: float,
+    lambd: float,
+    alpha: float,
+    t0: float,
+    weight_decay: float,
+    maximize: bool,
+    immediate_lr: bool,
+    bottou_average: bool,
+    nthreads: int,
 ) -> None:
     """One kernel launch over ``k`` tensors of storage dtype ``dtype``.
 
@@ -101,7 +113,14 @@ def asgd_step(
 
 
 def asgd_update(
-    kernel: Any, dtype: str, addresses: array, scalars: array, k: int, *, grad_f32: bool, master: bool,
+    kernel: Any,
+    dtype: str,
+    addresses: array,
+    scalars: array,
+    k: int,
+    *,
+    grad_f32: bool,
+    master: bool,
     nthreads: int,
 ) -> None:
     """One launch of the host-scheduled variant over ``k`` tensors of storage dtype ``dtype``.

@@ -25,6 +25,33 @@
 
 #define ASGD_API __attribute__((visibility("default")))
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* This thread's share [*lo, *hi) of `total` elements counted across all tensors of a call: one
+ * static split of the concatenated index space (cut at 16-element boundaries, so no two threads
+ * write one cache line), so many small tensors cost one parallel region and no per-tensor
+ * work-sharing, and a big tensor is split evenly. */
+static inline void asgd_range(int64_t total, int64_t *lo, int64_t *hi) {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t t = 0, nt = 1;
+#endif
+    *lo = t == 0 ? 0 : (total * t / nt) & ~(int64_t)15;
+    *hi = t + 1 == nt ? total : (total * (t + 1) / nt) & ~(int64_t)15;
+}
+
+/* For k over the tensors, with [b, e) the part of tensor k in this thread's share. */
+#define asgd_FOR_SHARE(n, numel, total)                                                     \
+    int64_t share_lo_, share_hi_, share_base_ = 0;                                          \
+    asgd_range(total, &share_lo_, &share_hi_);                                              \
+    for (int64_t k = 0; k < (n) && share_base_ < share_hi_; share_base_ += (numel)[k], ++k) \
+        for (int64_t b = share_lo_ > share_base_ ? share_lo_ - share_base_ : 0,             \
+                     e = share_hi_ - share_base_ < (numel)[k] ? share_hi_ - share_base_ : (numel)[k]; \
+             b < e; b = e)
+
 /* Below this many elements in one call, threads cost more than they save. */
 #define ASGD_PAR_MIN 32768
 
@@ -55,8 +82,8 @@ typedef struct {
 
 #define ASGD_LOOP(STORAGE, T, LOAD, STORE, WD, COPY)                                        \
     do {                                                                                    \
-        _Pragma("omp for simd schedule(static) nowait")                                     \
-        for (int64_t i = 0; i < m; ++i) {                                                   \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t i = b; i < e; ++i) {                                                   \
             T pv = LOAD(p[i]);                                                              \
             T gv = sign * LOAD(g[i]);                                                       \
             if (WD) gv = gv + wd * pv;                                                      \
@@ -80,12 +107,14 @@ typedef struct {
         const T sign = maximize ? (T)-1 : (T)1;                                             \
         const T wd = (T)weight_decay;                                                       \
         const int has_wd = weight_decay != 0.0;                                             \
+        int64_t total = 0;                                                                  \
+        for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
-        for (int64_t k = 0; k < n; ++k) {                                                   \
+        {                                                                                   \
+        asgd_FOR_SHARE(n, numel, total) {                                                   \
             STORAGE *restrict p = (STORAGE *)P[k];                                          \
             const STORAGE *restrict g = (const STORAGE *)G[k];                              \
             STORAGE *restrict ax = (STORAGE *)AX[k];                                        \
-            const int64_t m = numel[k];                                                     \
             const T keep = (T)s[k].keep, eta = (T)s[k].eta, mu = (T)s[k].mu;                \
             if (has_wd) {                                                                   \
                 if (s[k].copy) ASGD_LOOP(STORAGE, T, LOAD, STORE, 1, 1);                    \
@@ -94,6 +123,7 @@ typedef struct {
                 if (s[k].copy) ASGD_LOOP(STORAGE, T, LOAD, STORE, 0, 1);                    \
                 else ASGD_LOOP(STORAGE, T, LOAD, STORE, 0, 0);                              \
             }                                                                               \
+        }                                                                                   \
         }                                                                                   \
     }
 
@@ -189,8 +219,8 @@ ASGD_API int asgd_step(int dtype, int64_t n, void *const *P, void *const *G, voi
 
 #define MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, COPY)                             \
     do {                                                                                    \
-        _Pragma("omp for simd schedule(static) nowait")                                     \
-        for (int64_t i = 0; i < m; ++i) {                                                   \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t i = b; i < e; ++i) {                                                   \
             T x = MASTER ? (T)w[i] : LOADP(p[i]);                                           \
             T nv = x * decay - eta * LOADG(g[i]);                                           \
             PS ps = STOREP(nv);                                                             \
@@ -209,17 +239,20 @@ ASGD_API int asgd_step(int dtype, int64_t n, void *const *P, void *const *G, voi
     static void NAME(int64_t n, void *const *P, void *const *G, void *const *AX,            \
                      void *const *W, const int64_t *numel, const double *DECAY,             \
                      const double *ETA, const double *MU, int nthreads, int parallel) {     \
+        int64_t total = 0;                                                                  \
+        for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
-        for (int64_t k = 0; k < n; ++k) {                                                   \
+        {                                                                                   \
+        asgd_FOR_SHARE(n, numel, total) {                                                   \
             PS *restrict p = (PS *)P[k];                                                    \
             const GS *restrict g = (const GS *)G[k];                                        \
             PS *restrict ax = (PS *)AX[k];                                                  \
             float *restrict w = MASTER ? (float *)W[k] : (float *)0;                        \
-            const int64_t m = numel[k];                                                     \
             const T decay = (T)DECAY[k], eta = (T)ETA[k], mu = (T)MU[k];                    \
             (void)w;                                                                        \
             if (MU[k] == 1.0) MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, 1);         \
             else MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, 0);                      \
+        }                                                                                   \
         }                                                                                   \
     }
 

@@ -53,8 +53,18 @@ def load_sag_kernel() -> Any:
 
 
 def sag_step(
-    kernel: Any, dtype: str, addresses: array, steps: array, k: int, *, scale_f64: bool, maximize: bool,
-    clip_value: tuple[float, float] | None, regularizer: str | None, coeff: float, nthreads: int,
+    kernel: Any,
+    dtype: str,
+    addresses: array,
+    steps: array,
+    k: int,
+    *,
+    scale_f64: bool,
+    maximize: bool,
+    clip_value: tuple[float, float] | None,
+    regularizer: str | None,
+    coeff: float,
+    nthreads: int,
 ) -> None:
     """One kernel launch over ``k`` tensors of storage dtype ``dtype`` (float32 or float64).
 

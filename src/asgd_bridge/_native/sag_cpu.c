@@ -24,6 +24,33 @@
 
 #define SAG_API __attribute__((visibility("default")))
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* This thread's share [*lo, *hi) of `total` elements counted across all tensors of a call: one
+ * static split of the concatenated index space (cut at 16-element boundaries, so no two threads
+ * write one cache line), so many small tensors cost one parallel region and no per-tensor
+ * work-sharing, and a big tensor is split evenly. */
+static inline void sag_range(int64_t total, int64_t *lo, int64_t *hi) {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t t = 0, nt = 1;
+#endif
+    *lo = t == 0 ? 0 : (total * t / nt) & ~(int64_t)15;
+    *hi = t + 1 == nt ? total : (total * (t + 1) / nt) & ~(int64_t)15;
+}
+
+/* For k over the tensors, with [b, e) the part of tensor k in this thread's share. */
+#define sag_FOR_SHARE(n, numel, total)                                                      \
+    int64_t share_lo_, share_hi_, share_base_ = 0;                                          \
+    sag_range(total, &share_lo_, &share_hi_);                                               \
+    for (int64_t k = 0; k < (n) && share_base_ < share_hi_; share_base_ += (numel)[k], ++k) \
+        for (int64_t b = share_lo_ > share_base_ ? share_lo_ - share_base_ : 0,             \
+                     e = share_hi_ - share_base_ < (numel)[k] ? share_hi_ - share_base_ : (numel)[k]; \
+             b < e; b = e)
+
 /* Below this many elements in one call, threads cost more than they save. */
 #define SAG_PAR_MIN 32768
 
@@ -32,8 +59,8 @@ enum { REG_NONE = 0, REG_L2 = 1, REG_L1 = 2 };
 
 #define SAG_LOOP(T, CLIPV, REG)                                                             \
     do {                                                                                    \
-        _Pragma("omp for simd schedule(static) nowait")                                     \
-        for (int64_t i = 0; i < m; ++i) {                                                   \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t i = b; i < e; ++i) {                                                   \
             const T x = p[i];                                                               \
             T gv = sign * g[i];                                                             \
             if (CLIPV) {                                                                    \
@@ -58,13 +85,15 @@ enum { REG_NONE = 0, REG_L2 = 1, REG_L1 = 2 };
                      int parallel) {                                                        \
         const T sign = maximize ? (T)-1 : (T)1;                                             \
         const T lo = (T)lo_, hi = (T)hi_, coeff = (T)coeff_;                                \
+        int64_t total = 0;                                                                  \
+        for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
-        for (int64_t k = 0; k < n; ++k) {                                                   \
+        {                                                                                   \
+        sag_FOR_SHARE(n, numel, total) {                                                    \
             T *restrict p = (T *)P[k];                                                      \
             const T *restrict g = (const T *)G[k];                                          \
             T *restrict d = (T *)D[k];                                                      \
             T *restrict y = (T *)Y[k];                                                      \
-            const int64_t m = numel[k];                                                     \
             const T step = (T)STEP[k];                                                      \
             const T scale = SCALE[k] == 0 ? (T)1                                            \
                             : scale_f64 ? (T)*(const double *)SCALE[k]                      \
@@ -78,6 +107,7 @@ enum { REG_NONE = 0, REG_L2 = 1, REG_L1 = 2 };
                 else if (reg == REG_L1) SAG_LOOP(T, 0, REG_L1);                             \
                 else SAG_LOOP(T, 0, REG_NONE);                                              \
             }                                                                               \
+        }                                                                                   \
         }                                                                                   \
     }
 

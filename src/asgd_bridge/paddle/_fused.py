@@ -29,6 +29,10 @@ from __future__ import annotations
 import math
 import os
 from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import paddle
@@ -38,7 +42,7 @@ from .._native import sag as _sag_kernel
 from .._native.build import NativeUnavailable, warn_once
 from ..reference import eta_schedule, mu_schedule
 
-__all__ = ["asgd_update", "kernel_threads", "sag_update"]
+__all__ = ["asgd_update", "batched", "kernel_threads", "sag_update"]
 
 _LOW = (paddle.bfloat16, paddle.float16)
 _NAMES = {paddle.float32: "float32", paddle.float64: "float64", paddle.bfloat16: "bfloat16",
@@ -48,6 +52,7 @@ _PLAIN = (paddle.Tensor, paddle.base.framework.EagerParamBase)
 #: Tests set this to run every parameter through Paddle's ops (the non-fused path).
 _FORCE_FALLBACK = False
 
+_asgd: Any = None
 _state: dict[str, Any] = {"kernel": None, "error": None, "sag": None, "sag_error": None}
 
 
@@ -105,8 +110,9 @@ def _check(t: Any, what: str, dtypes: tuple, numel: int, p: paddle.Tensor) -> st
         return f"its {what} is on {t.place}, not the CPU"
     if not t.is_dense() or t.is_dist() or not t._is_initialized():
         return f"its {what} is not an initialised dense tensor"
-    if t.dtype not in dtypes:
-        return f"its {what} has dtype {t.dtype}"
+    dt = t.dtype  # dtypes are singletons: `is` is the cheap exact test (== is a Python-level call)
+    if dt is not dtypes[0] and (len(dtypes) == 1 or dt is not dtypes[1]):
+        return f"its {what} has dtype {dt}"
     if not t.is_contiguous():
         return f"its {what} is not contiguous (strides {t.strides})"
     return None
@@ -137,7 +143,7 @@ def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str
     if name is None:
         return _fallback(f"dtype {dtype}", p, grad)
     numel = math.prod(p.shape)
-    low = dtype in _LOW
+    low = dtype is paddle.bfloat16 or dtype is paddle.float16
     reason = _check(p, "value", (dtype,), numel, p) or _check(st.ax, "state 'ax'", (dtype,), numel, p)
     master = opt._master_weights.get(p.name) if low and opt._multi_precision else None
     if reason is None and master is not None:
@@ -156,11 +162,19 @@ def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str
         if reason is not None:
             return _fallback(reason, p, raw)
 
-    buffers = [p, grad, st.ax] + ([master] if master is not None else [])
-    if _overlap(buffers):
+    pointers = (
+        p.data_ptr(),
+        grad.data_ptr(),
+        st.ax.data_ptr(),
+        master.data_ptr() if master is not None else 0,
+    )
+    if _overlap(pointers, (p, grad, st.ax, master)):
         return _fallback("two of its buffers (value, gradient, ax, master) overlap", p, raw)
 
-    from .asgd import _param_lr_multiplier, _round_scalar  # the optimizer's own helpers (no cycle)
+    global _asgd
+    if _asgd is None:
+        from . import asgd as _asgd  # the optimizer's own helpers (imported here: asgd imports us)
+    _param_lr_multiplier, _round_scalar = _asgd._param_lr_multiplier, _asgd._round_scalar
 
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
     lr = group["lr"] * _param_lr_multiplier(p)
@@ -169,26 +183,26 @@ def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str
     eta = _round_scalar(eta_schedule(lr, lambd, alpha, t - 1), rnd) if group["immediate_lr"] else st.eta
     mu = _round_scalar(mu_schedule(t, t0), rnd) if group["bottou_average"] else st.mu
     signed = -eta if group["maximize"] and not negated else eta
-    addresses = array("Q", [p.data_ptr(), grad.data_ptr(), st.ax.data_ptr(),
-                            master.data_ptr() if master is not None else 0, numel])  # fmt: skip
-    scalars = array("d", [1.0 - lambd * eta - eta * wd, signed, mu])
-    _kernel.asgd_update(
-        kernel, name, addresses, scalars, 1, grad_f32=low and grad.dtype == paddle.float32,
-        master=master is not None, nthreads=kernel_threads(),
+    entry = _Entry(
+        tensors=(p, grad, st.ax, master),
+        pointers=pointers,
+        numel=numel,
+        scalars=(1.0 - lambd * eta - eta * wd, signed, mu),
+        written=(p, st.ax) if master is None else (p, st.ax, master),
+        done=partial(_advance_asgd, st, t, _round_scalar(eta_schedule(lr, lambd, alpha, t), rnd),
+                     _round_scalar(mu_schedule(t, t0), rnd)),
     )  # fmt: skip
-    # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.
-    for x in (p, st.ax, master):
-        if x is not None:
-            x._bump_inplace_version()
-    st.step = t
-    st.eta = _round_scalar(eta_schedule(lr, lambd, alpha, t), rnd)
-    st.mu = _round_scalar(mu_schedule(t, t0), rnd)
+    _submit(opt, ("asgd", name, low and grad.dtype is paddle.float32, master is not None), entry)
     return None
 
 
-def _overlap(tensors: list[paddle.Tensor]) -> bool:
-    """Whether any two of these dense tensors' byte ranges intersect."""
-    spans = sorted((t.data_ptr(), t.data_ptr() + math.prod(t.shape) * t.element_size()) for t in tensors)
+def _overlap(pointers: tuple[int, ...], tensors: tuple) -> bool:
+    """Whether any two of these dense tensors' byte ranges intersect (``None`` entries skipped)."""
+    spans = sorted(
+        (a, a + math.prod(t.shape) * t.element_size())
+        for a, t in zip(pointers, tensors, strict=True)
+        if t is not None
+    )  # (a few tensors: sorting is cheaper than pairwise tests)
     return any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
 
 
@@ -265,7 +279,8 @@ def sag_update(opt: Any, p: paddle.Tensor, g: paddle.Tensor, lr: float) -> bool:
         or _check(d, "state 'd'", dtypes, numel, p)
         or _check(y, "state 'y'", dtypes, n * numel, p)
     )
-    if reason is None and _overlap([p, g, d, y]):
+    pointers = (p.data_ptr(), g.data_ptr(), d.data_ptr(), y.data_ptr())
+    if reason is None and _overlap(pointers, (p, g, d, y)):
         reason = "two of its buffers (value, gradient, d, y) overlap"
     if reason is not None:
         _fallback(reason, p, g, "SAG")
@@ -273,13 +288,107 @@ def sag_update(opt: Any, p: paddle.Tensor, g: paddle.Tensor, lr: float) -> bool:
     m = state["m"]
     attr = getattr(p, "optimize_attr", None) or {}
     plr = lr * float(attr.get("learning_rate", 1.0))
-    row = y.data_ptr() + (m % n) * numel * p.element_size()
-    addresses = array("Q", [p.data_ptr(), g.data_ptr(), d.data_ptr(), row, 0, numel])
-    _sag_kernel.sag_step(
-        kernel, name, addresses, array("d", [-plr / min(m + 1, n)]), 1, scale_f64=False, maximize=False,
-        clip_value=None, regularizer=reg[0], coeff=reg[1], nthreads=kernel_threads(),
-    )  # fmt: skip
-    for x in (p, d, y):
-        x._bump_inplace_version()
-    state["m"] = m + 1
+    row = pointers[3] + (m % n) * numel * p.element_size()
+    entry = _Entry(
+        tensors=(p, g, d, y),
+        pointers=(*pointers[:3], row),
+        numel=numel,
+        scalars=(-plr / min(m + 1, n),),
+        written=(p, d, y),
+        done=partial(_advance_sag, state, m + 1),
+    )
+    _submit(opt, ("sag", name, reg[0], reg[1]), entry)
     return True
+
+
+# --------------------------------------------------------------------------- launches
+
+
+@dataclass
+class _Entry:
+    """One parameter's share of a launch: its tensors (kept alive until the launch), their data
+    addresses, its element count and scalars, what the kernel writes, and the host-state update."""
+
+    tensors: tuple
+    pointers: tuple[int, ...]
+    numel: int
+    scalars: tuple[float, ...]
+    written: tuple
+    done: Callable[[], None]
+
+
+def _advance_asgd(st: Any, t: int, eta: float, mu: float) -> None:
+    st.step, st.eta, st.mu = t, eta, mu
+
+
+def _advance_sag(state: dict[str, Any], m: int) -> None:
+    state["m"] = m
+
+
+@contextmanager
+def batched(opt: Any) -> Iterator[None]:
+    """Within this block, the parameters :func:`asgd_update` / :func:`sag_update` take are queued
+    and updated at its end, in one kernel launch per kernel variant (storage dtype, gradient dtype,
+    master weight; for SAG the regulariser), so many small tensors cost one call, not one each.
+
+    The block ends with the launches whether it exits normally or by an exception, so a step that
+    fails half-way has updated exactly the parameters before the failure, as without batching.
+    Outside the block each parameter is launched at once.
+    """
+    outer = getattr(opt, "_fused_batch", None)
+    if outer is not None:  # nested (a subclass calling step() inside step()): the outer one launches
+        yield
+        return
+    opt._fused_batch = batch = {}
+    try:
+        yield
+    finally:
+        opt._fused_batch = None
+        _launch_all(batch)
+
+
+def _submit(opt: Any, key: tuple, entry: _Entry) -> None:
+    batch = getattr(opt, "_fused_batch", None)
+    if batch is None:
+        _launch(key, [entry])
+        return
+    seen = batch.setdefault("params", set())
+    if id(entry.tensors[0]) in seen:  # the same parameter twice in one block: launch in order
+        _launch_all(batch)
+        seen = batch.setdefault("params", set())
+    seen.add(id(entry.tensors[0]))
+    batch.setdefault(key, []).append(entry)
+
+
+def _launch_all(batch: dict[Any, Any]) -> None:
+    groups = [(key, entries) for key, entries in batch.items() if key != "params"]
+    batch.clear()
+    for key, entries in groups:
+        _launch(key, entries)
+
+
+def _launch(key: tuple, entries: list[_Entry]) -> None:
+    """One kernel launch over ``entries`` (checked by the hooks), then their versions and state."""
+    k = len(entries)
+    addresses = array("Q", [e.pointers[j] for j in range(len(entries[0].pointers)) for e in entries])
+    scalars = array("d", [e.scalars[j] for j in range(len(entries[0].scalars)) for e in entries])
+    if key[0] == "asgd":
+        _, name, grad_f32, master = key
+        addresses.extend(e.numel for e in entries)
+        _kernel.asgd_update(
+            _state["kernel"], name, addresses, scalars, k, grad_f32=grad_f32, master=master,
+            nthreads=kernel_threads(),
+        )  # fmt: skip
+    else:
+        _, name, reg, coeff = key
+        addresses.extend([0] * k)  # no clip scale: the optimizer clipped the gradients already
+        addresses.extend(e.numel for e in entries)
+        _sag_kernel.sag_step(
+            _state["sag"], name, addresses, scalars, k, scale_f64=False, maximize=False,
+            clip_value=None, regularizer=reg, coeff=coeff, nthreads=kernel_threads(),
+        )  # fmt: skip
+    # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.
+    for e in entries:
+        for x in e.written:
+            x._bump_inplace_version()
+        e.done()

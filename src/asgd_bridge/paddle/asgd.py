@@ -435,8 +435,9 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
             if self._grad_clip is not None and work:
                 clipped = {id(p): g for p, g in self._grad_clip([(p, g) for _, p, g, _ in work])}
                 work = [(index, p, clipped.get(id(p), g), neg) for index, p, g, neg in work]
-            for index, p, grad, negated in work:
-                self._update(p, grad, self._groups[index], self._extras[index], negated)
+            with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
+                for index, p, grad, negated in work:
+                    self._update(p, grad, self._groups[index], self._extras[index], negated)
         return loss
 
     def _negate_first(self, p: Tensor, index: int) -> bool:

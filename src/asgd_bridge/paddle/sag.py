@@ -469,8 +469,9 @@ class SAG(Optimizer):
             pairs = _clip(clip, pairs)
         lr = float(self.get_lr())
         cache: dict = {}
-        for p, g in pairs:
-            self._update(p, g, lr, cache)
+        with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
+            for p, g in pairs:
+                self._update(p, g, lr, cache)
         return None
 
     def _update(self, p: paddle.Tensor, g: paddle.Tensor, lr: float, cache: dict) -> None:
