@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--write-docs", action="store_true", help="also write docs/benchmarks.md")
     ap.add_argument("--docs", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--note", default=None, help="a sentence for the page (e.g. that the machine was loaded)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="re-render table, plots and docs from a previous run's JSON (no timing)")
     return ap.parse_args(argv)
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         doc = json.loads(args.from_json.read_text(encoding="utf-8"))
+        if args.note:
+            doc["config"]["note"] = args.note
         return _emit(doc, args, t_start)
     env = _runner.setup_frameworks(args.threads)
     dtypes = (args.dtypes or ("float32,bfloat16")).split(",")
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "quick": args.quick, "threads": args.threads, "repeats": repeats, "min_time_s": min_time,
             "families": fams, "dtypes": dtypes, "wall_s": round(time.perf_counter() - t_start, 1),
+            "note": args.note,
         },
         "one_time": one_time,
         "results": results,
