@@ -173,7 +173,7 @@ def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str
 
     global _asgd
     if _asgd is None:
-        from . import asgd as _asgd  # the optimizer's own helpers (imported here: asgd imports us)
+        from . import asgd as _asgd  # the optimizer's own functions (imported here: asgd imports us)
     _param_lr_multiplier, _round_scalar = _asgd._param_lr_multiplier, _asgd._round_scalar
 
     lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
