@@ -198,6 +198,22 @@ def _bridge_paddle_asgd(ps: list) -> Any:
     return ASGD(learning_rate=1e-2, t0=0, parameters=ps)
 
 
+def _bridge_paddle_asgd_ops(w: Workload) -> tuple[Step, Any]:
+    """asgd_bridge.paddle.ASGD on Paddle's ops (four passes), the path before the kernel."""
+    from asgd_bridge.paddle import _fused
+
+    opt = _bridge_paddle_asgd(w.paddle_params())
+
+    def step() -> None:
+        _fused._FORCE_FALLBACK = True
+        try:
+            opt.step()
+        finally:
+            _fused._FORCE_FALLBACK = False
+
+    return step, opt
+
+
 def _bridge_paddle_sag(batch_num: int) -> Callable[[list], Any]:
     def f(ps: list) -> Any:
         from asgd_bridge.paddle import SAG
@@ -342,6 +358,14 @@ FAMILIES: dict[str, list[Row]] = {
             _torch_opt(_bridge_torch_asgd(foreach=True)), _check_torch_asgd),
         Row("asgd_bridge.torch.ASGD (fused=True)", "torch", "asgd",
             _torch_opt(_bridge_torch_asgd(fused=True)), _check_torch_asgd),
+    ],
+    # baseline paddle.optimizer.SGD: the issue's target is a step within 2.0x of it (20 vs 12 B/element)
+    "paddle-asgd": [
+        Row("paddle.optimizer.SGD", "paddle", "sgd", _paddle_opt(_paddle_sgd)),
+        Row("asgd_bridge.paddle.ASGD (C kernel)", "paddle", "asgd", _paddle_opt(_bridge_paddle_asgd),
+            _check_paddle_asgd),
+        Row("asgd_bridge.paddle.ASGD (Paddle ops, old path)", "paddle", "asgd", _bridge_paddle_asgd_ops,
+            _check_paddle_asgd),
     ],
     "sag-1": [
         Row("paddle.optimizer.ASGD (SAG, batch_num=1)", "paddle", "sag", _paddle_opt(_paddle_sag(1)),

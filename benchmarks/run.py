@@ -26,13 +26,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="paired repeats per measurement")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of work per timed sample")
     ap.add_argument("--families", default=None,
-                    help="comma-separated families (default: torch-asgd,sag-1,sag-8 and, except with "
-                    "--quick, fused-paths, whose torch.compile candidate compiles for ~30 s)")
+                    help="comma-separated families (default: torch-asgd,paddle-asgd,sag-1,sag-8 and, "
+                    "except with --quick, fused-paths, whose torch.compile candidate compiles for ~30 s)")
     ap.add_argument("--dtypes", default=None, help="comma-separated dtypes (float32,bfloat16)")
     ap.add_argument("--max-numel", type=float, default=None, help="skip sizes above this many elements")
     ap.add_argument("--write-docs", action="store_true", help="also write docs/benchmarks.md")
     ap.add_argument("--docs", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--note", default=None, help="a sentence for the page (e.g. that the machine was loaded)")
     ap.add_argument("--from-json", type=Path, default=None,
                     help="re-render table, plots and docs from a previous run's JSON (no timing)")
     return ap.parse_args(argv)
@@ -47,7 +48,7 @@ def set_threads_env(threads: int) -> None:
     os.environ.setdefault("KMP_BLOCKTIME", "0")
 
 
-def workloads(quick: bool, dtypes: list[str], max_numel: float | None) -> list:
+def workloads(quick: bool, dtypes: list[str], max_numel: float | None, families: list[str]) -> list:
     from _cases import Workload
 
     if quick:
@@ -60,10 +61,10 @@ def workloads(quick: bool, dtypes: list[str], max_numel: float | None) -> list:
         small = (500, 4096)
     out = []
     for dt in dtypes:
-        sizes = one if dt == "float32" or quick else [1_000_000, 16_000_000]
+        sizes = one if dt == "float32" or quick else [1_000_000, 16_000_000, 64_000_000]
         for n in sizes:
             out.append(Workload("one", [(n,)], dt))
-        if dt == "float32":
+        if dt == "float32" or "paddle-asgd" in families:  # bf16 split: the Paddle ASGD target's
             for n in split:
                 out.append(Workload("split", [(n // 64,)] * 64, dt))
         out.append(Workload("many-small", [(small[1],)] * small[0], dt))
@@ -84,15 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         doc = json.loads(args.from_json.read_text(encoding="utf-8"))
+        if args.note:
+            doc["config"]["note"] = args.note
         return _emit(doc, args, t_start)
     env = _runner.setup_frameworks(args.threads)
     dtypes = (args.dtypes or ("float32,bfloat16")).split(",")
     repeats = args.repeats or (3 if args.quick else 9)
     min_time = args.min_time or (0.002 if args.quick else 0.02)
-    default = "torch-asgd,sag-1,sag-8" + ("" if args.quick else ",fused-paths")
+    default = "torch-asgd,paddle-asgd,sag-1,sag-8" + ("" if args.quick else ",fused-paths")
     fams = [f for f in (args.families or default).split(",") if f]
     results, one_time = _runner.run_all(
-        workloads(args.quick, dtypes, args.max_numel), fams, repeats, min_time, quick=args.quick
+        workloads(args.quick, dtypes, args.max_numel, fams), fams, repeats, min_time, quick=args.quick
     )
     one_time.update(env.pop("one_time"))
     doc = {
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "quick": args.quick, "threads": args.threads, "repeats": repeats, "min_time_s": min_time,
             "families": fams, "dtypes": dtypes, "wall_s": round(time.perf_counter() - t_start, 1),
+            "note": args.note,
         },
         "one_time": one_time,
         "results": results,

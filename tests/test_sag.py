@@ -160,6 +160,10 @@ def test_torch_step_has_no_host_sync(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_paddle_composed_path_equals_fused_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Paddle's two op paths (its _C_ops.asgd_ and the composed one); our kernel: test_sag_fused.py
+    from asgd_bridge.paddle import _fused
+
+    monkeypatch.setattr(_fused, "_FORCE_FALLBACK", True)
     rng = np.random.default_rng(7)
     p0 = [rng.standard_normal((3, 4)).astype(np.float32)]
     grads = _gradients(rng, [(3, 4)], 6)

@@ -1,9 +1,10 @@
 """Native kernels: build, cache, load, and the contract their callers check inputs against.
 
-One home for every native kernel of the project (today the averaged-SGD CPU kernel
-``asgd_cpu.c``, and the benchmarks' STREAM probe built the same way). Framework-neutral: nothing
-here imports torch or Paddle; a framework caller (``asgd_bridge.torch._fused``) turns its tensors
-into addresses after checking them.
+One home for every native kernel of the project: the averaged-SGD CPU kernel ``asgd_cpu.c``
+(:mod:`.asgd`), the SAG CPU kernel ``sag_cpu.c`` (:mod:`.sag`), and the benchmarks' STREAM probe
+built the same way. Framework-neutral: nothing here imports torch or Paddle; the framework callers
+(``asgd_bridge.torch._fused`` and ``asgd_bridge.torch._sag_fused``, ``asgd_bridge.paddle._fused``
+for both Paddle classes) turn their tensors into addresses after checking them.
 
 Trust model
 -----------
@@ -42,7 +43,11 @@ attribute reads only (a few microseconds per tensor): plain ``torch.Tensor``/``P
 storage dtype per launch (complex counted as twice as many real elements), equal numel, dtype,
 device and strides for ``p``, ``grad`` and ``ax``, 1-element CPU float scalars for the schedule.
 A numel mismatch raises naming the parameter; a layout the kernel does not take goes to the
-foreach path.
+foreach path. ``asgd_bridge.torch._sag_fused`` checks the same per tensor (plus ``d``, the whole
+``y`` and the clip scale). ``asgd_bridge.paddle._fused`` checks each Paddle tensor the same way
+(plain ``paddle.Tensor``/parameter, CPU place, dense and initialised -- not SelectedRows, not
+distributed --, dtype, element count, contiguous; ``data_ptr()`` includes a view's offset) and
+that no two buffers of a launch overlap; whatever fails goes to Paddle's ops with one warning.
 """
 
 from .build import BuildInfo, NativeUnavailable, build_shared_library, cache_dir, compile_to, compiler

@@ -1,8 +1,9 @@
 """The averaged-SGD CPU kernel (``asgd_cpu.c``): load it once, and call it on checked pointers.
 
 The math is :func:`asgd_bridge.reference.asgd_step`; the kernel's contract is in its source. This
-module knows addresses and element counts only; a framework caller (``asgd_bridge.torch._fused``)
-checks its tensors and passes what :func:`asgd_step` documents.
+module knows addresses and element counts only; a framework caller checks its tensors and passes
+what :func:`asgd_step` (``asgd_bridge.torch._fused``: schedule in 0-d tensors, read and updated by the
+kernel) or :func:`asgd_update` (``asgd_bridge.paddle._fused``: schedule kept on the host) documents.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from .build import BuildInfo, NativeUnavailable, build_shared_library, warn_once
 
-__all__ = ["DTYPE_CODES", "SOURCE", "asgd_step", "build_info", "load_asgd_kernel"]
+__all__ = ["DTYPE_CODES", "SOURCE", "asgd_step", "asgd_update", "build_info", "load_asgd_kernel"]
 
 SOURCE = Path(__file__).with_name("asgd_cpu.c")
 
@@ -62,6 +63,8 @@ def _load() -> Any:
     lib.asgd_dtypes.argtypes = []
     lib.asgd_step.restype = i
     lib.asgd_step.argtypes = [i, i64, p, p, p, p, p, p, p, i, d, d, d, d, d, i, i, i, i]
+    lib.asgd_update.restype = i
+    lib.asgd_update.argtypes = [i, i, i64, p, p, p, p, p, p, p, p, i]
     info: BuildInfo = lib.asgd_build_info
     _info.__init__(**info.__dict__)  # type: ignore[misc]
     if not info.openmp:
@@ -75,9 +78,21 @@ def _load() -> Any:
 
 
 def asgd_step(
-    kernel: Any, dtype: str, addresses: array, k: int, *, scalar_f64: bool, lr: float, lambd: float,
-    alpha: float, t0: float, weight_decay: float, maximize: bool, immediate_lr: bool,
-    bottou_average: bool, nthreads: int,
+    kernel: Any,
+    dtype: str,
+    addresses: array,
+    k: int,
+    *,
+    scalar_f64: bool,
+    lr: float,
+    lambd: float,
+    alpha: float,
+    t0: float,
+    weight_decay: float,
+    maximize: bool,
+    immediate_lr: bool,
+    bottou_average: bool,
+    nthreads: int,
 ) -> None:
     """One kernel launch over ``k`` tensors of storage dtype ``dtype``.
 
@@ -95,3 +110,42 @@ def asgd_step(
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"asgd_bridge fused ASGD: the CPU kernel refused dtype {dtype}")
+
+
+def asgd_update(
+    kernel: Any,
+    dtype: str,
+    addresses: array,
+    scalars: array,
+    k: int,
+    *,
+    grad_f32: bool,
+    master: bool,
+    nthreads: int,
+) -> None:
+    """One launch of the host-scheduled variant over ``k`` tensors of storage dtype ``dtype``.
+
+    Per tensor, with ``decay``, ``eta``, ``mu`` from ``scalars`` and ``x`` the weight (the float32
+    master when ``master``, else ``p``)::
+
+        x = decay * x - eta * g;   p = round(x);   ax = p if mu == 1 else round(ax + mu * (x - ax))
+
+    ``addresses`` is an ``array("Q")`` of ``5 * k`` entries: the data addresses of ``p[0..k)``,
+    ``grad``, ``ax``, the masters (ignored unless ``master``), then the element counts;
+    ``scalars`` an ``array("d")`` of ``3 * k``: every ``decay``, then every ``eta``, then every
+    ``mu``. The caller guarantees what the kernel cannot check: ``p``, ``grad``, ``ax`` (and the
+    master) of tensor ``j`` are dense, non-overlapping host buffers of ``counts[j]`` elements, ``p``
+    and ``ax`` of ``dtype``, ``grad`` of ``dtype`` or float32 (``grad_f32``), the master float32;
+    ``grad_f32`` and ``master`` only with bfloat16/float16 storage.
+    """
+    base, w = addresses.buffer_info()[0], 8 * k
+    sbase = scalars.buffer_info()[0]
+    rc = kernel.asgd_update(
+        DTYPE_CODES[dtype], int(grad_f32), k, base, base + w, base + 2 * w, base + 3 * w if master else None,
+        base + 4 * w, sbase, sbase + w, sbase + 2 * w, nthreads,
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(
+            f"asgd_bridge fused ASGD: the CPU kernel refused dtype {dtype} "
+            f"(grad_f32={grad_f32}, master={master})"
+        )

@@ -15,7 +15,8 @@
  *
  * Plain C on purpose: no torch or Python headers, so the first build takes well under a second
  * and needs only a C compiler (OpenMP optional). Built, cached and loaded by asgd_bridge/_native/,
- * called by asgd_bridge/torch/_fused.py, which checks every pointer passed here (see _native/__init__.py).
+ * called by asgd_bridge/torch/_fused.py (asgd_step) and asgd_bridge/paddle/_fused.py (asgd_update),
+ * which check every pointer passed here (see _native/__init__.py).
  */
 #include <math.h>
 #include <stdint.h>
@@ -23,6 +24,33 @@
 #include <string.h>
 
 #define ASGD_API __attribute__((visibility("default")))
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* This thread's share [*lo, *hi) of `total` elements counted across all tensors of a call: one
+ * static split of the concatenated index space (cut at 16-element boundaries, so no two threads
+ * write one cache line), so many small tensors cost one parallel region and no per-tensor
+ * work-sharing, and a big tensor is split evenly. */
+static inline void asgd_range(int64_t total, int64_t *lo, int64_t *hi) {
+#ifdef _OPENMP
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+    const int64_t t = 0, nt = 1;
+#endif
+    *lo = t == 0 ? 0 : (total * t / nt) & ~(int64_t)15;
+    *hi = t + 1 == nt ? total : (total * (t + 1) / nt) & ~(int64_t)15;
+}
+
+/* For k over the tensors, with [b, e) the part of tensor k in this thread's share. */
+#define asgd_FOR_SHARE(n, numel, total)                                                     \
+    int64_t share_lo_, share_hi_, share_base_ = 0;                                          \
+    asgd_range(total, &share_lo_, &share_hi_);                                              \
+    for (int64_t k = 0; k < (n) && share_base_ < share_hi_; share_base_ += (numel)[k], ++k) \
+        for (int64_t b = share_lo_ > share_base_ ? share_lo_ - share_base_ : 0,             \
+                     e = share_hi_ - share_base_ < (numel)[k] ? share_hi_ - share_base_ : (numel)[k]; \
+             b < e; b = e)
 
 /* Below this many elements in one call, threads cost more than they save. */
 #define ASGD_PAR_MIN 32768
@@ -54,8 +82,8 @@ typedef struct {
 
 #define ASGD_LOOP(STORAGE, T, LOAD, STORE, WD, COPY)                                        \
     do {                                                                                    \
-        _Pragma("omp for simd schedule(static) nowait")                                     \
-        for (int64_t i = 0; i < m; ++i) {                                                   \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t i = b; i < e; ++i) {                                                   \
             T pv = LOAD(p[i]);                                                              \
             T gv = sign * LOAD(g[i]);                                                       \
             if (WD) gv = gv + wd * pv;                                                      \
@@ -79,12 +107,14 @@ typedef struct {
         const T sign = maximize ? (T)-1 : (T)1;                                             \
         const T wd = (T)weight_decay;                                                       \
         const int has_wd = weight_decay != 0.0;                                             \
+        int64_t total = 0;                                                                  \
+        for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
-        for (int64_t k = 0; k < n; ++k) {                                                   \
+        {                                                                                   \
+        asgd_FOR_SHARE(n, numel, total) {                                                   \
             STORAGE *restrict p = (STORAGE *)P[k];                                          \
             const STORAGE *restrict g = (const STORAGE *)G[k];                              \
             STORAGE *restrict ax = (STORAGE *)AX[k];                                        \
-            const int64_t m = numel[k];                                                     \
             const T keep = (T)s[k].keep, eta = (T)s[k].eta, mu = (T)s[k].mu;                \
             if (has_wd) {                                                                   \
                 if (s[k].copy) ASGD_LOOP(STORAGE, T, LOAD, STORE, 1, 1);                    \
@@ -93,6 +123,7 @@ typedef struct {
                 if (s[k].copy) ASGD_LOOP(STORAGE, T, LOAD, STORE, 0, 1);                    \
                 else ASGD_LOOP(STORAGE, T, LOAD, STORE, 0, 0);                              \
             }                                                                               \
+        }                                                                                   \
         }                                                                                   \
     }
 
@@ -164,5 +195,116 @@ ASGD_API int asgd_step(int dtype, int64_t n, void *const *P, void *const *G, voi
         default: break;
     }
     free(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ host-scheduled variant
+ *
+ * For callers that keep step/eta/mu on the host (asgd_bridge/paddle/_fused.py: Paddle's ASGD holds
+ * them as Python numbers, so a step never reads a tensor back). Per tensor k the caller passes
+ *
+ *     decay = 1 - lambd * eta - eta * weight_decay,   eta (negated under maximize),   mu
+ *
+ * and the kernel computes, in float (double for double storage), x being the weight:
+ *
+ *     x  = decay * x - eta * g
+ *     p  = x rounded to the storage dtype;  W = x (fp32 master weight, when given)
+ *     ax = mu == 1 ? p : ax + mu * (x - ax)      (averaged from x, the unrounded new weight)
+ *
+ * which is asgd_bridge.paddle.ASGD's non-fused update in one pass. grad is of the storage dtype or
+ * float32 (a bf16/fp16 gradient Paddle already cast); W, when not NULL, is a float32 master weight
+ * read instead of p (multi_precision): bf16 with master and fp32 grad reads 10 B and writes 8 B per
+ * element.
+ */
+
+#define MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, COPY)                             \
+    do {                                                                                    \
+        _Pragma("omp simd")                                                                 \
+        for (int64_t i = b; i < e; ++i) {                                                   \
+            T x = MASTER ? (T)w[i] : LOADP(p[i]);                                           \
+            T nv = x * decay - eta * LOADG(g[i]);                                           \
+            PS ps = STOREP(nv);                                                             \
+            p[i] = ps;                                                                      \
+            if (MASTER) w[i] = (float)nv;                                                   \
+            if (COPY) {                                                                     \
+                ax[i] = ps;                                                                 \
+            } else {                                                                        \
+                T av = LOADP(ax[i]);                                                        \
+                ax[i] = STOREP(av + mu * (nv - av));                                        \
+            }                                                                               \
+        }                                                                                   \
+    } while (0)
+
+#define MIX_DEFINE(NAME, PS, GS, T, LOADP, STOREP, LOADG, MASTER)                           \
+    static void NAME(int64_t n, void *const *P, void *const *G, void *const *AX,            \
+                     void *const *W, const int64_t *numel, const double *DECAY,             \
+                     const double *ETA, const double *MU, int nthreads, int parallel) {     \
+        int64_t total = 0;                                                                  \
+        for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
+        _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
+        {                                                                                   \
+        asgd_FOR_SHARE(n, numel, total) {                                                   \
+            PS *restrict p = (PS *)P[k];                                                    \
+            const GS *restrict g = (const GS *)G[k];                                        \
+            PS *restrict ax = (PS *)AX[k];                                                  \
+            float *restrict w = MASTER ? (float *)W[k] : (float *)0;                        \
+            const T decay = (T)DECAY[k], eta = (T)ETA[k], mu = (T)MU[k];                    \
+            (void)w;                                                                        \
+            if (MU[k] == 1.0) MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, 1);         \
+            else MIX_LOOP(PS, GS, T, LOADP, STOREP, LOADG, MASTER, 0);                      \
+        }                                                                                   \
+        }                                                                                   \
+    }
+
+MIX_DEFINE(mix_f32, float, float, float, ASGD_IDENT, ASGD_IDENT, ASGD_IDENT, 0)
+MIX_DEFINE(mix_f64, double, double, double, ASGD_IDENT, ASGD_IDENT, ASGD_IDENT, 0)
+MIX_DEFINE(mix_bf16, uint16_t, uint16_t, float, bf16_load, bf16_store, bf16_load, 0)
+MIX_DEFINE(mix_bf16_g32, uint16_t, float, float, bf16_load, bf16_store, ASGD_IDENT, 0)
+MIX_DEFINE(mix_bf16_w, uint16_t, uint16_t, float, bf16_load, bf16_store, bf16_load, 1)
+MIX_DEFINE(mix_bf16_g32_w, uint16_t, float, float, bf16_load, bf16_store, ASGD_IDENT, 1)
+#if ASGD_HAS_F16
+MIX_DEFINE(mix_f16, _Float16, _Float16, float, ASGD_F16_LOAD, ASGD_F16_STORE, ASGD_F16_LOAD, 0)
+MIX_DEFINE(mix_f16_g32, _Float16, float, float, ASGD_F16_LOAD, ASGD_F16_STORE, ASGD_IDENT, 0)
+MIX_DEFINE(mix_f16_w, _Float16, _Float16, float, ASGD_F16_LOAD, ASGD_F16_STORE, ASGD_F16_LOAD, 1)
+MIX_DEFINE(mix_f16_g32_w, _Float16, float, float, ASGD_F16_LOAD, ASGD_F16_STORE, ASGD_IDENT, 1)
+#endif
+
+/* One step over n tensors of storage dtype `dtype` with host-computed scalars (see above).
+ * grad_f32: the gradients are float32 (else of the storage dtype); W: float32 master weights, or
+ * NULL. A master weight or a float32 gradient is taken for bfloat16/float16 storage only. Returns 0,
+ * or -1 for a combination this build does not have (nothing is modified then). */
+ASGD_API int asgd_update(int dtype, int grad_f32, int64_t n, void *const *P, void *const *G,
+                         void *const *AX, void *const *W, const int64_t *numel, const double *DECAY,
+                         const double *ETA, const double *MU, int nthreads) {
+    if (n <= 0) return 0;
+    if (!((asgd_dtypes() >> dtype) & 1)) return -1;
+    const int low = dtype == DT_BF16 || dtype == DT_F16;
+    if (!low && (grad_f32 || W)) return -1;
+    int64_t total = 0;
+    for (int64_t k = 0; k < n; ++k) total += numel[k];
+    const int parallel = nthreads > 1 && total >= ASGD_PAR_MIN;
+    if (nthreads < 1) nthreads = 1;
+    const int v = (grad_f32 ? 1 : 0) | (W ? 2 : 0);
+#define MIX_CALL(F) F(n, P, G, AX, W, numel, DECAY, ETA, MU, nthreads, parallel)
+    switch (dtype) {
+        case DT_F32: MIX_CALL(mix_f32); break;
+        case DT_F64: MIX_CALL(mix_f64); break;
+        case DT_BF16:
+            if (v == 0) MIX_CALL(mix_bf16);
+            else if (v == 1) MIX_CALL(mix_bf16_g32);
+            else if (v == 2) MIX_CALL(mix_bf16_w);
+            else MIX_CALL(mix_bf16_g32_w);
+            break;
+#if ASGD_HAS_F16
+        case DT_F16:
+            if (v == 0) MIX_CALL(mix_f16);
+            else if (v == 1) MIX_CALL(mix_f16_g32);
+            else if (v == 2) MIX_CALL(mix_f16_w);
+            else MIX_CALL(mix_f16_g32_w);
+            break;
+#endif
+        default: return -1;
+    }
+#undef MIX_CALL
     return 0;
 }

@@ -186,6 +186,7 @@ def prepare_gradients(
     clips: Sequence[ClipGradBase | None],
     across_groups: bool = False,
     regularize: Callable[[int, Tensor, Tensor], Tensor] | None = None,
+    untouched: Callable[[int, Tensor], bool] | None = None,
 ) -> list[Pairs]:
     """The gradients the update consumes, in :func:`asgd_bridge.reference.prepare_gradients`' order:
 
@@ -197,13 +198,22 @@ def prepare_gradients(
        all parameters, as torch's ``clip_grad_norm_`` over ``model.parameters()``);
     3. ``regularize(i, p, g)`` adds the regulariser's term (:func:`regularize`) to group ``i``'s.
 
-    ``groups`` holds each group's ``(param, grad)`` pairs; the result has the same structure.
+    ``groups`` holds each group's ``(param, grad)`` pairs; the result has the same structure. A pair for
+    which ``untouched(i, p)`` holds (no clip and no regulariser sees it; the caller says so) is passed
+    through as it is: not cast, not negated (its update applies ``maximize``), e.g. so a fused kernel
+    reads a bf16 gradient in its 2 bytes.
     """
+
+    def first(i: int, p: Tensor, g: Tensor, neg: bool) -> Tensor:
+        if untouched is not None and untouched(i, p):
+            return g
+        g = g.astype(paddle.float32) if g.dtype in HALF else g
+        return -g if neg else g
+
     out = [
-        [(p, -g if neg else g) for p, g in ((p, g.astype(paddle.float32) if g.dtype in HALF else g)
-                                            for p, g in pairs)]
-        for pairs, neg in zip(groups, maximize, strict=True)
-    ]  # fmt: skip
+        [(p, first(i, p, g, neg)) for p, g in pairs]
+        for i, (pairs, neg) in enumerate(zip(groups, maximize, strict=True))
+    ]
     if across_groups:
         clip = clips[0] if clips else None
         if clip is not None and any(out):
@@ -213,5 +223,8 @@ def prepare_gradients(
     else:
         out = [_clip(c, ps) if c is not None and ps else ps for ps, c in zip(out, clips, strict=True)]
     if regularize is not None:
-        out = [[(p, regularize(i, p, g)) for p, g in pairs] for i, pairs in enumerate(out)]
+        out = [
+            [(p, g if untouched is not None and untouched(i, p) else regularize(i, p, g)) for p, g in pairs]
+            for i, pairs in enumerate(out)
+        ]
     return out

@@ -21,6 +21,7 @@ from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_lr, check_name
 from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
+from . import _fused
 from ._amp import skip_for_found_inf
 from ._common import HALF as _LOW_PRECISION
 from ._common import (
@@ -371,16 +372,32 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            for index, pairs in enumerate(self._prepared_gradients("ASGD")):
-                group, extras = self._groups[index], self._extras[index]
-                for p, grad in pairs:
-                    self._update(p, grad, group, extras, group["maximize"])
+            untouched = self._untouched
+            with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
+                for index, pairs in enumerate(self._prepared_gradients("ASGD", untouched=untouched)):
+                    group, extras = self._groups[index], self._extras[index]
+                    for p, grad in pairs:
+                        # an untouched gradient is raw (its dtype, not negated): the update negates it
+                        negated = group["maximize"] and not untouched(index, p)
+                        self._update(p, grad, group, extras, negated)
         return loss
 
-    def _prepared_gradients(self, who: str, regularizer_of: Any = None) -> list[list[tuple[Tensor, Tensor]]]:
+    def _untouched(self, index: int, p: Tensor) -> bool:
+        """Whether no clip and no regulariser sees parameter ``p``'s gradient (group ``index``): the update
+        then reads the raw gradient (a bf16/fp16 one in its 2 bytes) and applies ``maximize`` itself."""
+        return (
+            self._grad_clip is None
+            and getattr(p, "regularizer", None) is None
+            and self._extras[index].regularizer is None
+        )
+
+    def _prepared_gradients(
+        self, who: str, regularizer_of: Any = None, untouched: Any = None
+    ) -> list[list[tuple[Tensor, Tensor]]]:
         """Every group's ``(param, grad)`` pairs through :func:`asgd_bridge.paddle._common.prepare_gradients`:
         negated per group (``maximize``), clipped by the one ``grad_clip`` over all groups together, and
-        regularised by ``regularizer_of(index)`` (default: the group's Paddle regulariser)."""
+        regularised by ``regularizer_of(index)`` (default: the group's Paddle regulariser); pairs for which
+        ``untouched(index, p)`` holds are passed through as they are."""
         groups = []
         for group in self._groups:
             pairs = []
@@ -403,11 +420,15 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
             clips=[self._grad_clip],
             across_groups=True,
             regularize=reg,
+            untouched=untouched,
         )
 
     def _update(
         self, p: Tensor, grad: Tensor, group: dict[str, Any], extras: _GroupExtras, negated: bool
     ) -> None:
+        grad = _fused.asgd_update(self, p, grad, group, extras, negated)
+        if grad is None:
+            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
         lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
         lr = group["lr"] * _param_lr_multiplier(p)
         st = self.state.get(p)

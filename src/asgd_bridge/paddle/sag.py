@@ -17,6 +17,7 @@ from paddle.regularizer import WeightDecayRegularizer
 
 from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_name, check_sag
 from asgd_bridge.memory import StateTensor, check_sag_memory
+from asgd_bridge.paddle import _fused
 from asgd_bridge.paddle._amp import skip_for_found_inf
 from asgd_bridge.paddle._common import (
     HALF as _HALF,
@@ -387,11 +388,14 @@ class SAG(Optimizer):
         (pairs,) = prepare_gradients([pairs], maximize=[maximize], clips=[clip])
         lr = float(self.get_lr())
         cache: dict = {}
-        for p, g in pairs:
-            self._update(p, g, lr, cache)
+        with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
+            for p, g in pairs:
+                self._update(p, g, lr, cache)
         return None
 
     def _update(self, p: paddle.Tensor, g: paddle.Tensor, lr: float, cache: dict) -> None:
+        if _fused.sag_update(self, p, g, lr):
+            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
         state = self._state_of(p)
         n = self._n_of(p)
         m = state["m"]

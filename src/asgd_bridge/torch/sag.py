@@ -19,6 +19,7 @@ from asgd_bridge.hyperparams import SAG_DEFAULTS, check_flag, check_lr, check_sa
 from asgd_bridge.memory import StateTensor, check_sag_memory
 from asgd_bridge.specs import parse_grad_clip, parse_weight_decay, weight_decay_value
 from asgd_bridge.state_format import SAG_FORMAT, checked_torch_load
+from asgd_bridge.torch import _sag_fused
 
 __all__ = ["SAG"]
 
@@ -321,6 +322,8 @@ class SAG(Optimizer):
         regularizer = parse_weight_decay(group["weight_decay"])
         scales = clip_scales(grads, clip)
         states = [st or self._init_state(p, group) for p, st in zip(params, states, strict=True)]
+        if _sag_fused.sag_group_(group, params, grads, states, scales):
+            return  # one pass in the CPU kernel (torch/_sag_fused.py); below: foreach ops
 
         fast, mixed = [], []
         for j, st in enumerate(states):
