@@ -24,8 +24,8 @@ import paddle
 import pytest
 from paddle.distributed.fleet.meta_parallel.meta_parallel_base import MetaParallelBase
 
-from asgd_bridge.paddle import ASGD, NTASGD
-from asgd_bridge.paddle.distributed import ShardingAveraged, unwrap_model
+from asgd_bridge.paddle import ASGD, NTASGD, ShardingAveraged
+from asgd_bridge.paddle.distributed import unwrap_model
 
 WORKER = Path(__file__).parent / "distributed" / "paddle_worker.py"
 MODES = ("dp", "sharding")

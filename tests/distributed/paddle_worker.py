@@ -25,8 +25,7 @@ import paddle
 import paddle.distributed as dist
 from paddle.distributed import fleet
 
-from asgd_bridge.paddle import ASGD, NTASGD, SAG
-from asgd_bridge.paddle.distributed import ShardingAveraged
+from asgd_bridge.paddle import ASGD, NTASGD, SAG, ShardingAveraged
 
 STEPS = 6
 SWITCH = 2  # NTASGD: start_averaging() after this many steps
