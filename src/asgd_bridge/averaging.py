@@ -48,8 +48,9 @@ class AveragedWeights(Generic[T]):
         ASGD classes have; a backend without them is never warned about.
 
     ``_reshard_model``, ``_check_swap_target``, ``_unwrap_model``, ``_is_wrapped``,
-    ``_model_state_dict``, ``_unowned_trainable`` (optional)
-        Where a model is wrapped or sharded (torch: :mod:`asgd_bridge.torch.distributed`): free
+    ``_model_state_dict``, ``_unowned_trainable``, ``_unowned_hint`` (optional)
+        Where a model is wrapped or sharded (:mod:`asgd_bridge.torch.distributed`,
+        :mod:`asgd_bridge.paddle.distributed`): free
         all-gathered parameters around a swap, refuse a swap that cannot be honoured, give the
         unwrapped model's keys, count trainable parameters another rank owns (ZeRO). The defaults
         treat every model as plain.
@@ -107,6 +108,13 @@ class AveragedWeights(Generic[T]):
     def _unowned_trainable(self, model: Any, owned: set[int]) -> int:
         """How many trainable parameters of ``model`` the optimizer does not own, where that is a bug."""
         return 0
+
+    def _unowned_hint(self) -> str:
+        """What to use instead when :meth:`_unowned_trainable` counts parameters other ranks own."""
+        return (
+            "Under ZeroRedundancyOptimizer each rank owns a shard: use "
+            "asgd_bridge.torch.ZeroAveraged(zero) for the whole model's averages"
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -185,9 +193,8 @@ class AveragedWeights(Generic[T]):
         if n:
             warnings.warn(
                 f"{type(self).__name__}.{what}: {n} trainable parameter(s) of the model are not "
-                "optimized by this optimizer (in this process), so they keep their raw weights. Under "
-                "ZeroRedundancyOptimizer each rank owns a shard: use "
-                "asgd_bridge.torch.ZeroAveraged(zero) for the whole model's averages",
+                f"optimized by this optimizer (in this process), so they keep their raw weights. "
+                f"{self._unowned_hint()}",
                 UserWarning,
                 stacklevel=3,
             )

@@ -1,11 +1,12 @@
 """Paddle optimizers: ``ASGD`` (torch.optim.ASGD's averaged SGD), ``NTASGD`` (SGD, then that ASGD when
-validation stalls) and ``SAG`` (paddle.optimizer.ASGD's SAG)."""
+validation stalls) and ``SAG`` (paddle.optimizer.ASGD's SAG); ``ShardingAveraged``: the whole model's
+averages under fleet sharding (:mod:`asgd_bridge.paddle.distributed`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ASGD", "NTASGD", "SAG"]
+__all__ = ["ASGD", "NTASGD", "SAG", "ShardingAveraged"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from .sag import SAG
 
         return SAG
+    if name == "ShardingAveraged":
+        from .distributed import ShardingAveraged
+
+        return ShardingAveraged
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,6 @@ from paddle.nn.clip import GradientClipBase
 from paddle.optimizer.lr import LRScheduler
 from paddle.regularizer import WeightDecayRegularizer
 
-from ..averaging import AveragedWeights
 from ..hyperparams import ASGD_DEFAULTS, check_asgd, check_flag, check_lr, check_name
 from ..reference import eta_schedule, mu_schedule
 from ..state_format import ASGD_FORMAT, check_state_dict, param_spec
@@ -33,6 +32,7 @@ from ._common import (
     saved_regularizer,
     split_weight_decay,
 )
+from .distributed import PaddleAveraging
 
 __all__ = ["ASGD"]
 
@@ -126,7 +126,7 @@ class _GroupExtras:
 # --------------------------------------------------------------------------- optimizer
 
 
-class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
+class ASGD(PaddleAveraging, paddle.optimizer.Optimizer):
     r"""Averaged SGD, torch.optim.ASGD's algorithm, for Paddle (not Paddle's own ``ASGD``, which is SAG).
 
     Per parameter, step ``t`` counted from 1 (:func:`asgd_bridge.reference.asgd_step`)::
@@ -369,18 +369,23 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
                 loss = closure()
         if skip_for_found_inf(self):
             return loss
+        self._update_all()
+        return loss
+
+    def _update_all(self, given: Sequence[tuple[Tensor, Any]] | None = None) -> None:
+        """Prepare the gradients (every ``p.grad``, or the ``given`` pairs) and update each parameter."""
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
             untouched = self._untouched
+            prepared = self._prepared_gradients(type(self).__name__, untouched=untouched, given=given)
             with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
-                for index, pairs in enumerate(self._prepared_gradients("ASGD", untouched=untouched)):
+                for index, pairs in enumerate(prepared):
                     group, extras = self._groups[index], self._extras[index]
                     for p, grad in pairs:
                         # an untouched gradient is raw (its dtype, not negated): the update negates it
                         negated = group["maximize"] and not untouched(index, p)
                         self._update(p, grad, group, extras, negated)
-        return loss
 
     def _untouched(self, index: int, p: Tensor) -> bool:
         """Whether no clip and no regulariser sees parameter ``p``'s gradient (group ``index``): the update
@@ -392,17 +397,28 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         )
 
     def _prepared_gradients(
-        self, who: str, regularizer_of: Any = None, untouched: Any = None
+        self,
+        who: str,
+        regularizer_of: Any = None,
+        untouched: Any = None,
+        given: Sequence[tuple[Tensor, Any]] | None = None,
     ) -> list[list[tuple[Tensor, Tensor]]]:
         """Every group's ``(param, grad)`` pairs through :func:`asgd_bridge.paddle._common.prepare_gradients`:
         negated per group (``maximize``), clipped by the one ``grad_clip`` over all groups together, and
         regularised by ``regularizer_of(index)`` (default: the group's Paddle regulariser); pairs for which
-        ``untouched(index, p)`` holds are passed through as they are."""
+        ``untouched(index, p)`` holds are passed through as they are.
+
+        The raw gradients are ``p.grad`` of every parameter, or the ``given`` ``(param, grad)`` pairs
+        (:meth:`_apply_optimize`: the pairs fleet's wrappers pass), each placed in its parameter's group."""
+        grads = None if given is None else self._given_gradients(given)
         groups = []
         for group in self._groups:
             pairs = []
             for p in group["params"]:
-                grad = None if p.stop_gradient else p.grad
+                if grads is not None:
+                    grad = grads.get(id(p))
+                else:
+                    grad = None if p.stop_gradient else p.grad
                 if grad is None:
                     continue
                 if grad.is_selected_rows():
@@ -504,6 +520,39 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
         self.step()
         return [], params_grads
 
+    def _given_gradients(self, given: Sequence[tuple[Tensor, Any]]) -> dict[int, Tensor]:
+        """``id(param) -> grad`` of ``given`` pairs, refusing a parameter this optimizer does not hold."""
+        known = {id(p) for p in self._params()}
+        grads = {}
+        for p, g in given:
+            if id(p) not in known:
+                raise ValueError(
+                    f"{type(self).__name__}._apply_optimize: parameter {p.name!r} is not in the "
+                    "optimizer's param groups"
+                )
+            if g is not None and not p.stop_gradient:
+                grads[id(p)] = g
+        return grads
+
+    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):  # noqa: ANN001
+        """The step on the ``(param, grad)`` pairs Paddle's wrappers pass, in dynamic-graph mode.
+
+        Fleet's ``distributed_optimizer`` (sharding stage 1: ``DygraphShardingOptimizer.step``) calls
+        this instead of :meth:`step`, with the pairs of the parameters this rank updates; ``params_grads``
+        is that list, or a param-group dict with ``"params"``. The update is :meth:`step`'s, on those
+        pairs only (``p.grad`` is not read): the same gradient preparation (a ``grad_clip`` clips the
+        given gradients together; fleet replaces a global-norm clip by one whose norm spans the ranks)
+        and the same per-parameter update.
+        """
+        if not paddle.in_dynamic_mode():
+            raise RuntimeError(f"asgd_bridge.paddle.{type(self).__name__} supports dynamic-graph mode only")
+        self._check_not_swapped("step()")
+        pairs = params_grads["params"] if isinstance(params_grads, Mapping) else params_grads
+        if skip_for_found_inf(self):
+            return None
+        self._update_all(given=pairs)
+        return None
+
     def _append_optimize_op(self, block: Any, param_and_grad: Any) -> Any:
         raise NotImplementedError("asgd_bridge.paddle.ASGD runs in dynamic-graph mode only")
 
@@ -514,11 +563,13 @@ class ASGD(AveragedWeights[Tensor], paddle.optimizer.Optimizer):
     # ------------------------------------------------------------------ averaged weights (mixin hooks)
 
     def _averaging_pairs(self) -> list[tuple[Tensor, Tensor | None]]:
-        return [(p, st.ax if (st := self.state.get(p)) is not None else None) for p in self._params()]
-
-    def _copy_into(self, dst: Tensor, src: Tensor) -> None:
-        with paddle.no_grad():
-            paddle.assign(src, output=dst)
+        params = self._params()
+        # fleet sharding hands this optimizer its rank's shard (``_parameter_list``); the others' averages
+        # live on their owners (asgd_bridge.paddle.ShardingAveraged gathers them)
+        if len(self._parameter_list) < len(params):
+            local = {id(p) for p in self._parameter_list}
+            params = [p for p in params if id(p) in local]
+        return [(p, st.ax if (st := self.state.get(p)) is not None else None) for p in params]
 
     # ------------------------------------------------------------------ state dict
 

@@ -111,17 +111,38 @@ class NTASGD(NonMonotonicAveraging, ASGD):
                 loss = closure()
         if skip_for_found_inf(self):
             return loss
+        self._sgd_step()
+        self._count_step()
+        return loss
+
+    def _sgd_step(self, given: Sequence[tuple[Tensor, Any]] | None = None) -> None:
+        """Paddle's SGD step (before the switch) on every parameter's ``p.grad``, or on ``given`` pairs."""
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            for index, pairs in enumerate(self._prepared_gradients("NTASGD", self._sgd_regularizer)):
+            prepared = self._prepared_gradients("NTASGD", self._sgd_regularizer, given=given)
+            for index, pairs in enumerate(prepared):
                 group = self._groups[index]
                 for p, grad in pairs:
                     lr = group["lr"] * _param_lr_multiplier(p)
                     grad = grad if grad.dtype == p.dtype else grad.astype(p.dtype)  # prepared in fp32
                     _C_ops.sgd_(p, self._scalar(lr, p.dtype), grad, None, False)
+
+    def _apply_optimize(self, loss, startup_program, params_grads, param_group_idx=0):  # noqa: ANN001
+        """:meth:`step` on the ``(param, grad)`` pairs fleet's wrappers pass (see
+        :meth:`asgd_bridge.paddle.ASGD._apply_optimize`), before and after the switch."""
+        if self.is_averaging:
+            super()._apply_optimize(loss, startup_program, params_grads, param_group_idx)
+            self._count_step()
+            return None
+        if not paddle.in_dynamic_mode():
+            raise RuntimeError("asgd_bridge.paddle.NTASGD supports dynamic-graph mode only")
+        self._check_not_swapped("step()")
+        if skip_for_found_inf(self):
+            return None
+        self._sgd_step(params_grads["params"] if isinstance(params_grads, Mapping) else params_grads)
         self._count_step()
-        return loss
+        return None
 
     def _sgd_regularizer(self, index: int) -> WeightDecayRegularizer | None:
         """Group ``index``'s regulariser before the switch: its Paddle one, else ``L2Decay`` of its float
