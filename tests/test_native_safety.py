@@ -101,6 +101,25 @@ def test_short_ax_set_by_hand_raises_naming_the_parameter(n: int) -> None:
     )
 
 
+def test_compiled_step_still_checks_every_tensor() -> None:
+    # Under torch.compile the kernel runs as the op asgd_bridge::fused_asgd_: its checks run at
+    # every call, not once at trace time (the fake implementation checks nothing).
+    expect_error(
+        """
+        n = 1 << 20
+        p = torch.nn.Parameter(torch.zeros(n))
+        opt = ASGD([p], fused=True)
+        step = torch.compile(opt.step)
+        p.grad = torch.ones(n)
+        step()
+        opt.state[p]["ax"] = torch.zeros(n // 2)  # edited by hand between compiled steps
+        step()
+        """,
+        "ValueError",
+        rf"state 'ax' of params\[0\] has {(1 << 20) // 2} elements .*the parameter has {1 << 20}\b",
+    )
+
+
 @pytest.mark.parametrize("order", ["complex-first", "real-first"])
 def test_complex64_and_float32_in_one_group_both_update(order: str) -> None:
     # Before: [c, r] aborted ("corrupted size vs. prev_size"); [r, c] left half of c unchanged.

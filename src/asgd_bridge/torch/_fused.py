@@ -14,6 +14,12 @@ Paths, chosen per tensor:
 * Whatever neither can take (no compiler, a dtype or layout the kernel does not handle, a failed
   compile): a ``torch._foreach_*`` implementation of the same math, after one ``warnings.warn``
   that names the reason.
+
+Under ``torch.compile`` (``torch.compile(opt.step)``) the CPU kernel is the custom operator
+``torch.ops.asgd_bridge.fused_asgd_`` (:func:`_fused_asgd_op`): opaque to dynamo and inductor, so
+no graph break of ours, and at run time the same eager step, every check included. Eagerly the
+step is called directly: the op's dispatch costs ~3.5 us per tensor (500 x 16 elements: 1.5 ms
+direct, 3.3 ms through the op), which would double the step of a model of many small tensors.
 """
 
 from __future__ import annotations
@@ -104,6 +110,19 @@ def fused_asgd_(
         "weight_decay": float(weight_decay), "maximize": bool(maximize),
         "immediate_lr": bool(immediate_lr), "bottou_average": bool(bottou_average),
     }
+    if torch.compiler.is_compiling():
+        _traced_step(params, grads, axs, mus, etas, state_steps, lr, hp)
+    else:
+        _step(params, grads, axs, mus, etas, state_steps, lr, hp)
+
+
+def _step(
+    params: list[Tensor], grads: list[Tensor], axs: list[Tensor], mus: list[Tensor], etas: list[Tensor],
+    state_steps: list[Tensor], lr: float | Tensor, hp: dict[str, Any],
+) -> None:
+    """The step itself, run eagerly: check every tensor, one kernel launch per CPU storage dtype,
+    the per-tensor compiled update on other devices, the foreach path for the rest."""
+    n = len(params)
     rest: list[int] = []
     lr_host = _host_lr(lr)
     kernel = None
@@ -270,6 +289,79 @@ def _run_cpu(
     wrappers = [t for i in idx for t in (params[i], axs[i]) if type(t) not in _PLAIN]
     if wrappers:  # DTensors whose local shards were written: their own counters, as an in-place op
         torch.autograd.graph.increment_version(wrappers)
+
+
+# --------------------------------------------------------------------------- torch.compile: the custom op
+
+
+@torch.library.custom_op(
+    "asgd_bridge::fused_asgd_", mutates_args=("params", "axs", "mus", "etas", "steps"), device_types=None
+)
+def _fused_asgd_op(
+    params: list[Tensor], grads: list[Tensor], axs: list[Tensor], mus: list[Tensor], etas: list[Tensor],
+    steps: list[Tensor], lr: float, lr_tensor: Tensor | None, lambd: float, alpha: float, t0: float,
+    weight_decay: float, maximize: bool, immediate_lr: bool, bottou_average: bool,
+) -> None:
+    """``torch.ops.asgd_bridge.fused_asgd_``: :func:`fused_asgd_` as one operator (any device).
+
+    Opaque to dynamo and inductor (its fake implementation only says it returns nothing and
+    mutates ``params``, ``axs``, ``mus``, ``etas``, ``steps``), so ``torch.compile(opt.step)``
+    traces through it without a graph break; at run time it is :func:`_step`, so every tensor is
+    checked (:func:`_check_sizes`, :func:`_cpu_key`) at every call before an address reaches the
+    kernel. ``lr_tensor``, when given, is the lr (a tensor lr); else ``lr``.
+    """
+    hp = {
+        "lambd": lambd, "alpha": alpha, "t0": t0, "weight_decay": weight_decay, "maximize": maximize,
+        "immediate_lr": immediate_lr, "bottou_average": bottou_average,
+    }
+    n = len(params)
+    if not (len(grads) == len(axs) == len(mus) == len(etas) == len(steps) == n):
+        raise ValueError(
+            "asgd_bridge::fused_asgd_: params, grads, axs, mus, etas and steps must have the same length, "
+            f"got {[len(x) for x in (params, grads, axs, mus, etas, steps)]}"
+        )
+    _step(params, grads, axs, mus, etas, steps, lr if lr_tensor is None else lr_tensor, hp)
+
+
+@_fused_asgd_op.register_fake
+def _fused_asgd_fake(
+    params: list[Tensor], grads: list[Tensor], axs: list[Tensor], mus: list[Tensor], etas: list[Tensor],
+    steps: list[Tensor], lr: float, lr_tensor: Tensor | None, lambd: float, alpha: float, t0: float,
+    weight_decay: float, maximize: bool, immediate_lr: bool, bottou_average: bool,
+) -> None:
+    return None  # in-place on its inputs: no output to describe
+
+
+def _traced_step(
+    params: list[Tensor], grads: list[Tensor], axs: list[Tensor], mus: list[Tensor], etas: list[Tensor],
+    state_steps: list[Tensor], lr: float | Tensor, hp: dict[str, Any],
+) -> None:
+    """The step while dynamo traces: plain real CPU tensors go to the custom op (the C kernel,
+    checked at run time); tensors on other devices, tensor subclasses (DTensor) and complex
+    tensors are traced as the per-tensor update in torch ops (:func:`_update_one`), which inductor
+    compiles into the graph (the eager device path compiles the same function on its own).
+    Complex stays out of the op because inductor cannot remove the functionalization of an
+    opaque op's mutation of a complex graph input ("auto_functionalized_v2 was not removed",
+    torch 2.13), whether the op gets the complex tensor or its real view."""
+    op, inline = [], []
+    for i in range(len(params)):
+        ts = (params[i], grads[i], axs[i], mus[i], etas[i], state_steps[i])
+        if not ts[0].is_complex() and all(type(t) in _PLAIN and t.device.type == "cpu" for t in ts):
+            op.append(i)
+        else:
+            inline.append(i)
+    if op:
+        lr_f, lr_t = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
+        torch.ops.asgd_bridge.fused_asgd_(
+            *(_pick(x, op) for x in (params, grads, axs, mus, etas, state_steps)), lr_f, lr_t, **hp
+        )
+    for i in inline:
+        p, g, ax = _real(params[i]), _real(grads[i]), _real(axs[i])
+        _update_one(p, g, ax, mus[i], etas[i], state_steps[i], lr, **hp)
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 # --------------------------------------------------------------------------- device-generic paths
