@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AveragedWeights"]
+__all__ = ["AveragedWeights", "GatheredAverages"]
 
 T = TypeVar("T")
 
@@ -295,3 +295,24 @@ class AveragedWeights(Generic[T]):
             if ax is not None and name in out:
                 out[name] = self._snapshot(ax)
         return out
+
+
+class GatheredAverages:
+    """Mixin for a view of the *whole* model's averages over a sharded optimizer (torch's
+    ``ZeroAveraged``, Paddle's ``ShardingAveraged``): placed before the framework's averaging class, it
+    shares the local optimizer ``self.optim``'s swap flag (so that optimizer's ``step()`` refuses inside
+    this view's swap) and its t0-trap answer; the subclass gathers ``_averaging_pairs`` from the ranks
+    that own each parameter."""
+
+    optim: Any
+
+    @property
+    def _averaged_swapped_in(self) -> bool:
+        return bool(getattr(self.optim, "_averaged_swapped_in", False))
+
+    @_averaged_swapped_in.setter
+    def _averaged_swapped_in(self, value: bool) -> None:
+        self.optim._averaged_swapped_in = value
+
+    def _averaging_not_started(self) -> str | None:
+        return self.optim._averaging_not_started()

@@ -362,15 +362,20 @@ class ASGD(PaddleAveraging, paddle.optimizer.Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step of averaged SGD on every parameter with a gradient; returns ``closure()``'s loss."""
+        loss, skip = self._begin_step(closure)
+        if not skip:
+            self._update_all()
+        return loss
+
+    def _begin_step(self, closure: Callable[[], Any] | None) -> tuple[Any, bool]:
+        """What every ``step()`` does first: refuse inside a swap, run ``closure``, and say whether
+        ``paddle.amp.GradScaler`` found inf/NaN gradients (then the step is skipped)."""
         self._check_not_swapped("step()")
         loss = None
         if closure is not None:
             with paddle.enable_grad():
                 loss = closure()
-        if skip_for_found_inf(self):
-            return loss
-        self._update_all()
-        return loss
+        return loss, skip_for_found_inf(self)
 
     def _update_all(self, given: Sequence[tuple[Tensor, Any]] | None = None) -> None:
         """Prepare the gradients (every ``p.grad``, or the ``given`` pairs) and update each parameter."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import paddle
 
-from ..averaging import AveragedWeights
+from ..averaging import AveragedWeights, GatheredAverages
 
 __all__ = ["ShardingAveraged", "unwrap_model"]
 
@@ -100,7 +100,7 @@ def _sharding_optimizer(opt: Any) -> Any:
     return None
 
 
-class ShardingAveraged(PaddleAveraging):
+class ShardingAveraged(GatheredAverages, PaddleAveraging):
     r"""The averaged-weights API of the whole model under fleet sharding stage 1.
 
     ``DygraphShardingOptimizer`` gives each rank the optimizer state, so ``ax``, of its own shard of
@@ -143,17 +143,6 @@ class ShardingAveraged(PaddleAveraging):
             )
         self.sharding = sharding
         self.optim = inner
-
-    @property
-    def _averaged_swapped_in(self) -> bool:  # shared with the local optimizer: its step() refuses
-        return bool(getattr(self.optim, "_averaged_swapped_in", False))
-
-    @_averaged_swapped_in.setter
-    def _averaged_swapped_in(self, value: bool) -> None:
-        self.optim._averaged_swapped_in = value
-
-    def _averaging_not_started(self) -> str | None:
-        return self.optim._averaging_not_started()
 
     def _averaging_pairs(self) -> list[tuple[Tensor, Tensor | None]]:
         import paddle.distributed as dist

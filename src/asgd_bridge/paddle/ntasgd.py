@@ -105,11 +105,8 @@ class NTASGD(NonMonotonicAveraging, ASGD):
             loss = super().step(closure)
             self._count_step()
             return loss
-        loss = None
-        if closure is not None:
-            with paddle.enable_grad():
-                loss = closure()
-        if skip_for_found_inf(self):
+        loss, skip = self._begin_step(closure)
+        if skip:
             return loss
         self._sgd_step()
         self._count_step()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..averaging import AveragedWeights
+from ..averaging import AveragedWeights, GatheredAverages
 
 __all__ = ["ZeroAveraged", "is_wrapped", "model_state_dict", "reshard_model"]
 
@@ -179,7 +179,7 @@ class TorchAveraging(AveragedWeights[Tensor]):
         return model_state_dict(model, full_state_dict=full_state_dict, rank0_only=rank0_only)
 
 
-class ZeroAveraged(TorchAveraging):
+class ZeroAveraged(GatheredAverages, TorchAveraging):
     r"""The averaged-weights API of the whole model under ZeRO (``ZeroRedundancyOptimizer``).
 
     ZeRO gives each rank the optimizer state, so ``ax``, of its own shard of the parameters only;
@@ -211,17 +211,6 @@ class ZeroAveraged(TorchAveraging):
             )
         self.zero = zero
         self.optim = inner
-
-    @property
-    def _averaged_swapped_in(self) -> bool:  # shared with the local optimizer: its step() refuses
-        return bool(getattr(self.optim, "_averaged_swapped_in", False))
-
-    @_averaged_swapped_in.setter
-    def _averaged_swapped_in(self, value: bool) -> None:
-        self.optim._averaged_swapped_in = value
-
-    def _averaging_not_started(self) -> str | None:
-        return self.optim._averaging_not_started()
 
     def _averaging_pairs(self) -> list[tuple[Tensor, Tensor | None]]:
         dist = torch.distributed
