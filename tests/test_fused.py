@@ -147,8 +147,8 @@ def test_falls_back_with_a_warning_when_the_build_fails(monkeypatch: pytest.Monk
         raise _fused.FusedUnavailable("no C compiler found (forced by the test)")
 
     monkeypatch.setattr(native_asgd, "_load", broken)
-    monkeypatch.setattr(native_asgd, "_kernel", None)
-    monkeypatch.setattr(native_asgd, "_kernel_error", None)
+    monkeypatch.setattr(native_asgd.LOADER, "kernel", None)
+    monkeypatch.setattr(native_asgd.LOADER, "error", None)
     monkeypatch.setattr(native_build, "_warned", set())
     hp = {"lr": 0.1, "lambd": 0.01, "alpha": 0.5, "t0": 2, "weight_decay": 0.01, "bottou_average": True}
     p0 = rng.normal(size=(3, 4))

@@ -9,23 +9,19 @@ kernel) or :func:`asgd_update` (``asgd_bridge.paddle._fused``: schedule kept on 
 from __future__ import annotations
 
 import ctypes
-import threading
 from array import array
 from pathlib import Path
 from typing import Any
 
-from .build import BuildInfo, NativeUnavailable, build_shared_library, warn_once
+from .build import BuildInfo, KernelLoader, NativeUnavailable, build_shared_library, warn_once
 
-__all__ = ["DTYPE_CODES", "SOURCE", "asgd_step", "asgd_update", "build_info", "load_asgd_kernel"]
+__all__ = ["DTYPE_CODES", "LOADER", "SOURCE", "asgd_step", "asgd_update", "build_info", "load_asgd_kernel"]
 
 SOURCE = Path(__file__).with_name("asgd_cpu.c")
 
 #: Storage dtype codes of asgd_cpu.c, by dtype name.
 DTYPE_CODES: dict[str, int] = {"float32": 0, "float64": 1, "bfloat16": 2, "float16": 3}
 
-_lock = threading.Lock()
-_kernel: Any = None
-_kernel_error: str | None = None
 _info = BuildInfo()
 
 
@@ -40,20 +36,11 @@ def load_asgd_kernel() -> Any:
     See :func:`asgd_bridge._native.build.build_shared_library` for the compiler, flags and cache.
     Without OpenMP the kernel runs on one thread (still one pass); a warning says so.
     """
-    global _kernel, _kernel_error
-    if _kernel is not None:
-        return _kernel
-    if _kernel_error is not None:
-        raise NativeUnavailable(_kernel_error)
-    with _lock:
-        if _kernel is not None:
-            return _kernel
-        try:
-            _kernel = _load()
-        except NativeUnavailable as e:
-            _kernel_error = _info.error = str(e)
-            raise
-        return _kernel
+    try:
+        return LOADER()
+    except NativeUnavailable as e:
+        _info.error = str(e)
+        raise
 
 
 def _load() -> Any:
@@ -75,6 +62,10 @@ def _load() -> Any:
             f"thread. Compiler errors with -fopenmp: {errors[-1] if errors else ''}",
         )
     return lib
+
+
+#: The kernel, built and loaded once per process (``_load`` looked up at call time).
+LOADER = KernelLoader(lambda: _load())
 
 
 def asgd_step(

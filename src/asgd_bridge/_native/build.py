@@ -20,10 +20,20 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["BuildInfo", "NativeUnavailable", "build_shared_library", "compile_to", "compiler", "cache_dir"]
+__all__ = [
+    "BuildInfo",
+    "KernelLoader",
+    "NativeUnavailable",
+    "build_shared_library",
+    "cache_dir",
+    "compile_to",
+    "compiler",
+]
 
 #: Flag sets tried from the fastest down, with whether they enable OpenMP.
 CANDIDATES: tuple[tuple[tuple[str, ...], bool], ...] = (
@@ -68,6 +78,41 @@ def warn_once(key: str, message: str, stacklevel: int = 3) -> None:
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+
+
+class KernelLoader:
+    """One native kernel, built and loaded at most once per process.
+
+    Calling it returns the library, or raises the :class:`NativeUnavailable` of the first failed
+    attempt again (no rebuild per step); :meth:`or_warn` is the callers' form: the library, or
+    ``None`` after one ``RuntimeWarning`` naming what the caller does instead.
+    """
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self.kernel: Any = None
+        self.error: str | None = None
+
+    def __call__(self) -> Any:
+        if self.kernel is None:
+            with self._lock:
+                if self.kernel is None and self.error is None:
+                    try:
+                        self.kernel = self._load()
+                    except NativeUnavailable as e:
+                        self.error = str(e)
+        if self.kernel is None:
+            raise NativeUnavailable(self.error or "the kernel did not load")
+        return self.kernel
+
+    def or_warn(self, key: str, instead: str) -> Any:
+        """The library, or ``None`` after warning once (``key``): ``"<instead>: <why>"``."""
+        try:
+            return self()
+        except NativeUnavailable as e:
+            warn_once(key, f"{instead}: {e}", stacklevel=4)
+            return None
 
 
 def compiler() -> list[str]:

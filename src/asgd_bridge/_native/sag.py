@@ -9,14 +9,13 @@ tensors and pass what :func:`sag_step` documents.
 from __future__ import annotations
 
 import ctypes
-import threading
 from array import array
 from pathlib import Path
 from typing import Any
 
-from .build import NativeUnavailable, build_shared_library
+from .build import KernelLoader, build_shared_library
 
-__all__ = ["DTYPE_CODES", "REGULARIZERS", "SOURCE", "load_sag_kernel", "sag_step"]
+__all__ = ["DTYPE_CODES", "LOADER", "REGULARIZERS", "SOURCE", "load_sag_kernel", "sag_step"]
 
 SOURCE = Path(__file__).with_name("sag_cpu.c")
 
@@ -25,31 +24,21 @@ DTYPE_CODES: dict[str, int] = {"float32": 0, "float64": 1}
 #: Regulariser codes of sag_cpu.c.
 REGULARIZERS: dict[str | None, int] = {None: 0, "l2": 1, "l1": 2}
 
-_lock = threading.Lock()
-_kernel: Any = None
-_kernel_error: str | None = None
+def _load() -> Any:
+    lib = build_shared_library(SOURCE, "sag_cpu", what="the SAG CPU kernel")
+    p, i, i64, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
+    lib.sag_step.restype = i
+    lib.sag_step.argtypes = [i, i64, p, p, p, p, p, p, p, i, i, i, d, d, i, d, i]
+    return lib
+
+
+#: The kernel, built (cached on disk like ``asgd_cpu.c``) and loaded once per process.
+LOADER = KernelLoader(lambda: _load())
 
 
 def load_sag_kernel() -> Any:
-    """Build (once, cached on disk like ``asgd_cpu.c``) and load the kernel; raise
-    :class:`~asgd_bridge._native.build.NativeUnavailable` if not possible."""
-    global _kernel, _kernel_error
-    if _kernel is not None:
-        return _kernel
-    if _kernel_error is not None:
-        raise NativeUnavailable(_kernel_error)
-    with _lock:
-        if _kernel is None:
-            try:
-                lib = build_shared_library(SOURCE, "sag_cpu", what="the SAG CPU kernel")
-            except NativeUnavailable as e:
-                _kernel_error = str(e)
-                raise
-            p, i, i64, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
-            lib.sag_step.restype = i
-            lib.sag_step.argtypes = [i, i64, p, p, p, p, p, p, p, i, i, i, d, d, i, d, i]
-            _kernel = lib
-        return _kernel
+    """The loaded kernel; raise :class:`~asgd_bridge._native.build.NativeUnavailable` if not possible."""
+    return LOADER()
 
 
 def sag_step(

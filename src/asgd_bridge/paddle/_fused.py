@@ -39,7 +39,7 @@ import paddle
 
 from .._native import asgd as _kernel
 from .._native import sag as _sag_kernel
-from .._native.build import NativeUnavailable, warn_once
+from .._native.build import warn_once
 from ..reference import eta_schedule, mu_schedule
 
 __all__ = ["asgd_update", "batched", "kernel_threads", "sag_update"]
@@ -53,7 +53,6 @@ _PLAIN = (paddle.Tensor, paddle.base.framework.EagerParamBase)
 _FORCE_FALLBACK = False
 
 _asgd: Any = None
-_state: dict[str, Any] = {"kernel": None, "error": None, "sag": None, "sag_error": None}
 
 
 def kernel_threads() -> int:
@@ -66,13 +65,7 @@ def kernel_threads() -> int:
 
 
 def _load() -> Any:
-    if _state["kernel"] is None and _state["error"] is None:
-        try:
-            _state["kernel"] = _kernel.load_asgd_kernel()
-        except NativeUnavailable as e:
-            _state["error"] = str(e)
-            warn_once("paddle-no-kernel", f"asgd_bridge.paddle.ASGD uses Paddle's ops: {e}")
-    return _state["kernel"]
+    return _kernel.LOADER.or_warn("paddle-no-kernel", "asgd_bridge.paddle.ASGD uses Paddle's ops")
 
 
 def _for_ops(p: paddle.Tensor, grad: paddle.Tensor) -> paddle.Tensor:
@@ -206,13 +199,7 @@ def _overlap(pointers: tuple[int, ...], tensors: tuple) -> bool:
 
 
 def _load_sag() -> Any:
-    if _state["sag"] is None and _state["sag_error"] is None:
-        try:
-            _state["sag"] = _sag_kernel.load_sag_kernel()
-        except NativeUnavailable as e:
-            _state["sag_error"] = str(e)
-            warn_once("paddle-sag-no-kernel", f"asgd_bridge.paddle.SAG uses Paddle's ops: {e}")
-    return _state["sag"]
+    return _sag_kernel.LOADER.or_warn("paddle-sag-no-kernel", "asgd_bridge.paddle.SAG uses Paddle's ops")
 
 
 _SAG_DTYPES = {paddle.float32: "float32", paddle.float64: "float64"}
@@ -372,7 +359,7 @@ def _launch(key: tuple, entries: list[_Entry]) -> None:
         _, name, grad_f32, master = key
         addresses.extend(e.numel for e in entries)
         _kernel.asgd_update(
-            _state["kernel"], name, addresses, scalars, k, grad_f32=grad_f32, master=master,
+            _kernel.LOADER.kernel, name, addresses, scalars, k, grad_f32=grad_f32, master=master,
             nthreads=kernel_threads(),
         )  # fmt: skip
     else:
@@ -380,7 +367,7 @@ def _launch(key: tuple, entries: list[_Entry]) -> None:
         addresses.extend([0] * k)  # no clip scale: the optimizer clipped the gradients already
         addresses.extend(e.numel for e in entries)
         _sag_kernel.sag_step(
-            _state["sag"], name, addresses, scalars, k, scale_f64=False, maximize=False,
+            _sag_kernel.LOADER.kernel, name, addresses, scalars, k, scale_f64=False, maximize=False,
             clip_value=None, regularizer=reg, coeff=coeff, nthreads=kernel_threads(),
         )  # fmt: skip
     # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.

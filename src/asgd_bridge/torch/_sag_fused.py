@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .._native import sag as _kernel
-from .._native.build import NativeUnavailable, warn_once
+from .._native.build import warn_once
 
 __all__ = ["sag_group_"]
 
@@ -37,17 +37,8 @@ _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 #: Tests set this to run every group through the foreach path.
 _FORCE_FOREACH = False
 
-_state: dict[str, Any] = {"kernel": None, "error": None}
-
-
 def _load() -> Any:
-    if _state["kernel"] is None and _state["error"] is None:
-        try:
-            _state["kernel"] = _kernel.load_sag_kernel()
-        except NativeUnavailable as e:
-            _state["error"] = str(e)
-            warn_once("torch-sag-no-kernel", f"asgd_bridge.torch.SAG uses the foreach path: {e}")
-    return _state["kernel"]
+    return _kernel.LOADER.or_warn("torch-sag-no-kernel", "asgd_bridge.torch.SAG uses the foreach path")
 
 
 def _reason(t: Any, what: str, dtype: torch.dtype, numel: int) -> str | None:
