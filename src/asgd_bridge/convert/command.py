@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Literal
 
 import libcst as cst
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
-from libcst.codemod.visitors import AddImportsVisitor, RemoveImportsVisitor
+from libcst.codemod.visitors import RemoveImportsVisitor
 from libcst.metadata import (
     Assignment,
+    ImportAssignment,
+    MetadataWrapper,
     ParentNodeProvider,
     PositionProvider,
     QualifiedNameProvider,
@@ -26,6 +29,7 @@ from libcst.metadata import (
 from .analysis import Analysis
 from .arglist import Bound, Converted, Fates, ValueConverter, bind, expr, map_arguments
 from .changes import Change
+from .imports import add_imports, drop_unused_from_imports
 from .rules import ArgRule
 
 __all__ = ["Binding", "ConvertCommand"]
@@ -53,6 +57,9 @@ class ConvertCommand(VisitorBasedCodemodCommand):
     RULES: tuple[ArgRule, ...] = ()
     COLLECT_USES = False  # whether the first pass also classifies every use of an optimizer variable
     KEPT_TARGET: str | None = None  # what an import of the class binds when some uses must stay as written
+    #: Attribute (or bare) names the direction's hooks act on besides the class's own names: the
+    #: rewrite descends only into subtrees holding one of them, an import or a name of the class.
+    WATCHED_NAMES: frozenset[str] = frozenset()
     analysis: Analysis
 
     def __init__(self, context: CodemodContext) -> None:
@@ -61,18 +68,58 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         self._handled: set[int] = set()  # ids of original reference nodes rewritten by their parent
         self.converters: dict[str, ValueConverter] = {}  # the rows' ``value`` names -> converters
         self._star_sources: list[bool] = []  # per ``from M import *``: whether M is the class's module
+        self._needed: list[str] = []  # modules the rewrites name (``import M`` added where missing)
+        self._kept: dict[int, tuple[cst.Name, cst.Name]] = {}  # id(kept new Name) -> (it, original)
+        self._imports_out: dict[int, cst.ImportFrom] = {}  # id(ImportFrom written) -> its original
+        self._keep_alive: list[cst.CSTNode] = []  # the new nodes _imports_out names by id
+
+    def convert(self, module: cst.Module) -> cst.Module:
+        """The converted module: metadata resolved once on ``module`` itself (not a copy: nothing here
+        mutates a node), one transform, then the imports the rewrites need added and the imports of the
+        class no reference reaches any more removed (:mod:`.imports`, from the same scopes)."""
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        with self.resolve(wrapper):
+            self.context = replace(self.context, wrapper=wrapper)
+            out = self.transform_module_impl(module)
+            if self._needed:
+                out = add_imports(out, self._needed)
+            if self.changes:
+                out = self._drop_unused(out)
+        return out
 
     def transform_module_impl(self, tree: cst.Module) -> cst.Module:  # noqa: D102
         self._module = tree
         self._collect_import_aliases(tree)
         self.analysis = Analysis(tree, self._binding, self._qnames)
+        self.analysis.watched_strings = {n: False for n in self._removal_names()}
+        self.analysis.watched_names = self.WATCHED_NAMES
         tree.visit(self.analysis)
+        self._descend = self._ancestors(tree, self.analysis.marks)
+        self._skipped: set[int] = set()
+        self._from_imports: list[cst.ImportFrom] = []  # every ``from ... import`` (all are visited)
         if self.COLLECT_USES:
             self.analysis.collect_uses(tree, lambda node: self.get_metadata(ParentNodeProvider, node))
-        out = super().transform_module_impl(tree)
-        if self.changes:
-            self._remove_from_imports()
-        return out
+        return super().transform_module_impl(tree)
+
+    def _ancestors(self, tree: cst.Module, marks: list[cst.CSTNode]) -> set[int]:
+        """Ids of the nodes above ``marks``: the only ones whose children the rewrite visits (every
+        other subtree comes back as it is, unvisited)."""
+        descend = {id(tree)}
+        for node in marks:
+            parent = self.get_metadata(ParentNodeProvider, node, None)
+            while parent is not None and id(parent) not in descend:
+                descend.add(id(parent))
+                parent = self.get_metadata(ParentNodeProvider, parent, None)
+        return descend
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        """The node's own ``visit_`` hook runs; its children only where a hook may act below."""
+        if not super().on_visit(node):
+            return False
+        if id(node) in self._descend:
+            return True
+        self._skipped.add(id(node))  # comes back as it is: no Name of _kept inside
+        return False
 
     # ------------------------------------------------------------------ helpers
     def _qnames(self, node: cst.CSTNode) -> set[str]:
@@ -165,7 +212,7 @@ class ConvertCommand(VisitorBasedCodemodCommand):
 
     def _import(self, dotted: str, module: str | None = None) -> cst.BaseExpression:
         """The expression ``dotted``, ``module`` (default: all of ``dotted`` but its last name) imported."""
-        AddImportsVisitor.add_needed_import(self.context, module or dotted.rpartition(".")[0])
+        self._needed.append(module or dotted.rpartition(".")[0])
         return expr(dotted)
 
     # ------------------------------------------------------------------ arguments
@@ -189,6 +236,7 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        self._from_imports.append(node)
         return False
 
     def leave_ImportFrom(
@@ -209,6 +257,7 @@ class ConvertCommand(VisitorBasedCodemodCommand):
             else:
                 rest.append(alias)
         if not kept:
+            self._imports_out[id(updated_node)] = original_node
             return updated_node
         target_module, _, target_name = self.KEPT_TARGET.rpartition(".")
         space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
@@ -218,7 +267,10 @@ class ConvertCommand(VisitorBasedCodemodCommand):
             return updated_node.with_changes(module=expr(target_module), names=new_names)
         repointed = cst.ImportFrom(module=expr(target_module), names=new_names)  # type: ignore[arg-type]
         rest[-1] = rest[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        return cst.FlattenSentinel([updated_node.with_changes(names=rest), repointed])
+        remaining = updated_node.with_changes(names=rest)
+        self._imports_out[id(remaining)] = original_node
+        self._keep_alive.append(remaining)
+        return cst.FlattenSentinel([remaining, repointed])
 
     def visit_Call(self, node: cst.Call) -> None:
         if self._names_class(node.func):
@@ -273,7 +325,10 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         }
 
     def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
-        return self._bare(original_node, updated_node)
+        new = self._bare(original_node, updated_node)
+        if new is updated_node and updated_node.value in self.analysis.watched_strings:
+            self._kept[id(updated_node)] = (updated_node, original_node)  # still referenced, if it stays
+        return new
 
     def leave_Attribute(
         self, original_node: cst.Attribute, updated_node: cst.Attribute
@@ -281,12 +336,70 @@ class ConvertCommand(VisitorBasedCodemodCommand):
         return self._bare(original_node, updated_node)
 
     # ------------------------------------------------------------------ imports
-    def _remove_from_imports(self) -> None:
-        """Drop ``from <module> import ASGD [as X]`` where no use is left."""
-        for qname in self.SOURCE_NAMES:
+    def _removal_requests(self) -> list[tuple[str, str, str | None]]:
+        """``from <module> import ASGD [as X]`` to drop where no use is left: each module-level alias,
+        or the unaliased import at any depth."""
+        requests = []
+        for qname in sorted(self.SOURCE_NAMES):
             module, _, obj = qname.rpartition(".")
-            for alias in self._import_aliases.get(qname, {None}):
-                RemoveImportsVisitor.remove_unused_import(self.context, module, obj, alias)
+            for alias in sorted(self._import_aliases.get(qname, {None}), key=lambda a: a or ""):
+                requests.append((module, obj, alias))
+        return requests
+
+    def _removal_names(self) -> set[str]:
+        return {alias or obj for _, obj, alias in self._removal_requests()}
+
+    def _drop_unused(self, out: cst.Module) -> cst.Module:
+        """Drop the :meth:`_removal_requests` imports no reference reaches in ``out``.
+
+        An alias is in use where an access of an import of its name in its scope (the original file's
+        scopes: the conversion binds no new names) is still in ``out``; libcst's RemoveImportsVisitor
+        (which resolves scopes on ``out`` again) decides the rare case of a string that may name it
+        (``__all__``, a string annotation) or a rewrite whose new root is that name.
+        """
+        requests = self._removal_requests()
+        modules = {module for module, _, _ in requests}
+        if not any(
+            node.module is not None and not node.relative and self._code(node.module) in modules
+            for node in self._from_imports
+        ):
+            return out  # no ``from <module> import`` of the class anywhere
+        roots = {n.partition(".")[0] for n in self._needed}
+        if any(self.analysis.watched_strings.values()) or roots & self._removal_names():
+            return RemoveImportsVisitor(self.context, requests).transform_module(out)
+        present: set[int] | None = None
+
+        def unused(node: cst.ImportFrom, alias: cst.ImportAlias) -> bool:
+            nonlocal present
+            original = self._imports_out.get(id(node), node)
+            scope = self.get_metadata(ScopeProvider, original, None)
+            if scope is None:
+                return False
+            if present is None:
+                present = self._present_names(out)
+            local = alias.evaluated_alias or alias.evaluated_name
+            for assignment in scope[local]:
+                if not isinstance(assignment, ImportAssignment):
+                    continue
+                for access in assignment.references:
+                    if not isinstance(access.node, cst.Name) or id(access.node) in present:
+                        return False
+            return True
+
+        return drop_unused_from_imports(out, requests, unused, self.context.full_package_name or "")
+
+    def _present_names(self, out: cst.Module) -> set[int]:
+        """Ids of the original Names (:attr:`_kept`) still in ``out``."""
+        found: set[int] = set()
+        stack: list[cst.CSTNode] = [out]
+        while stack:
+            node = stack.pop()
+            kept = self._kept.get(id(node))
+            if kept is not None and kept[0] is node:
+                found.add(id(kept[1]))
+            if id(node) not in self._skipped:  # a skipped subtree holds no Name of _kept below its root
+                stack.extend(node.children)
+        return found
 
     def _collect_import_aliases(self, tree: cst.Module) -> None:
         self._import_aliases: dict[str, set[str | None]] = defaultdict(set)

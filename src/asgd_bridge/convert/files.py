@@ -233,7 +233,8 @@ def _convert_python(
     text: str, to: str, filename: str, notebook: bool = False
 ) -> tuple[str, list[Change], str | None]:
     """One Python source through the codemod, its BOM and CR-only line endings kept. Returns
-    ``(code, changes, error)``; with an error, ``code`` is ``text``. The result must compile."""
+    ``(code, changes, error)``; with an error, ``code`` is ``text``. The result compiles (convert_source
+    checks it; Python's compiler runs here again only to place an error)."""
     import libcst as cst
 
     from .transform import convert_source
@@ -247,21 +248,7 @@ def _convert_python(
         result = convert_source(body, to=to, filename=filename)
     except (cst.ParserSyntaxError, SyntaxError) as exc:
         return text, [], _syntax_message(_python_position(body, filename, notebook) or exc)
-    code = result.code
-    if code != body:
-        broken = _python_position(code, filename, notebook)
-        if broken is not None:
-            before = _python_position(body, filename, notebook)
-            if before is not None:
-                return text, [], _syntax_message(before)
-            return (
-                text,
-                [],
-                (
-                    f"{broken.lineno}:{broken.offset}: the conversion is not valid Python ({broken.msg}); "
-                    "left untouched (please report this file)"
-                ),
-            )
+    code = result.code  # convert_source compiled it: valid Python, or the source back with a report
     if cr_only:
         code = code.replace("\n", "\r")
     return (_BOM + code if bom else code), result.changes, None

@@ -64,6 +64,10 @@ class TorchToPaddle(ConvertCommand):
     RULES = ASGD_RULES
     COLLECT_USES = True
     KEPT_TARGET = TORCH_ASGD_CLASS
+    # leave_Attribute (defaults, param_groups), leave_Call (super/ASGD.__init__, state methods, torch.save)
+    WATCHED_NAMES = frozenset(
+        {"defaults", "param_groups", "__init__", "state_dict", "load_state_dict", "save"}
+    )
 
     def __init__(self, context: CodemodContext) -> None:
         super().__init__(context)

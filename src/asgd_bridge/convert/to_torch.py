@@ -40,6 +40,7 @@ class PaddleToTorch(ConvertCommand):
     SOURCE_NAMES = PADDLE_ASGD_NAMES
     SOURCE_CLASS = "paddle.optimizer.ASGD"
     RULES = SAG_RULES
+    WATCHED_NAMES = frozenset(PADDLE_METHOD_RULES)  # leave_Call: Paddle methods on the converted optimizer
 
     def __init__(self, context: CodemodContext) -> None:
         super().__init__(context)

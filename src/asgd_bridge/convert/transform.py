@@ -60,7 +60,7 @@ def convert_source(code: str, to: str = "paddle", filename: str = "<string>") ->
     check_python(code, filename)
     module = cst.parse_module(code)
     command = DIRECTIONS[to](CodemodContext(filename=filename))
-    new = command.transform_module(module).code
+    new = command.convert(module).code
     try:
         check_python(new, filename)
     except InvalidPython as exc:
