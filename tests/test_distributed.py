@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dist_checks import assert_exact, assert_max, free_port
 
 pytestmark = pytest.mark.distributed
 
@@ -27,17 +27,12 @@ SCENARIOS = ("ddp", "zero", "fsdp2", "fsdp1", "dcp")
 TOL = 1e-6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("dist") / "results.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(WORKER), str(out),
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(WORKER), str(out),
            *SCENARIOS]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
@@ -61,14 +56,6 @@ def _values(results: list[dict[str, Any]], name: str, suffix: str) -> dict[str, 
     return got
 
 
-def _assert_max(values: dict[str, Any], bound: float) -> None:
-    bad = {k: v for k, v in values.items() if not v <= bound}
-    assert not bad, bad
-
-
-def _assert_exact(values: dict[str, Any]) -> None:
-    bad = {k: v for k, v in values.items() if v != 0.0}
-    assert not bad, bad
 
 
 # ---------------------------------------------------------------------------------------------- DDP
@@ -76,39 +63,39 @@ def _assert_exact(values: dict[str, Any]) -> None:
 
 def test_ddp_steps_bit_identical_to_torch_and_close_to_single_process(results):
     for impl in ("loop", "foreach"):
-        _assert_exact(_values(results, "ddp", f"{impl}_vs_torch_params"))
-        _assert_exact(_values(results, "ddp", f"{impl}_vs_torch_ax"))
-    _assert_max(_values(results, "ddp", "fused_vs_torch_params"), TOL)
-    _assert_max(_values(results, "ddp", "_vs_single_params"), TOL)
-    _assert_max(_values(results, "ddp", "_vs_single_ax"), TOL)
+        assert_exact(_values(results, "ddp", f"{impl}_vs_torch_params"))
+        assert_exact(_values(results, "ddp", f"{impl}_vs_torch_ax"))
+    assert_max(_values(results, "ddp", "fused_vs_torch_params"), TOL)
+    assert_max(_values(results, "ddp", "_vs_single_params"), TOL)
+    assert_max(_values(results, "ddp", "_vs_single_ax"), TOL)
 
 
 def test_ddp_and_compiled_averaged_state_dict_has_plain_keys_and_true_averages(results):
     # maxdiff in the worker raises on differing keys: plain-model keys, no module./_orig_mod.
-    _assert_max(_values(results, "ddp", "_sd_vs_true_avg"), TOL)
-    _assert_max(_values(results, "ddp", "compiled_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "ddp", "_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "ddp", "compiled_sd_vs_true_avg"), TOL)
 
 
 def test_ddp_swap_evaluates_averages_inside_and_raw_after(results):
-    _assert_max(_values(results, "ddp", "swap_inside_vs_true_avg"), TOL)
-    _assert_exact(_values(results, "ddp", "swap_after_vs_raw"))
-    _assert_exact(_values(results, "ddp", "params_restored"))
+    assert_max(_values(results, "ddp", "swap_inside_vs_true_avg"), TOL)
+    assert_exact(_values(results, "ddp", "swap_after_vs_raw"))
+    assert_exact(_values(results, "ddp", "params_restored"))
 
 
 # --------------------------------------------------------------------------------------------- ZeRO
 
 
 def test_zero_steps_match_torch_and_single_process(results):
-    _assert_exact(_values(results, "zero", "loop_vs_torch_params"))
-    _assert_max(_values(results, "zero", "_vs_torch_params"), TOL)
-    _assert_max(_values(results, "zero", "_vs_single_params"), TOL)
+    assert_exact(_values(results, "zero", "loop_vs_torch_params"))
+    assert_max(_values(results, "zero", "_vs_torch_params"), TOL)
+    assert_max(_values(results, "zero", "_vs_single_params"), TOL)
 
 
 def test_zero_averaged_gives_the_whole_models_true_averages(results):
-    _assert_max(_values(results, "zero", "_sd_vs_true_avg"), TOL)
-    _assert_max(_values(results, "zero", "avg_params_vs_true_avg"), TOL)
-    _assert_max(_values(results, "zero", "swap_inside_vs_true_avg"), TOL)
-    _assert_exact(_values(results, "zero", "swap_after_vs_raw"))
+    assert_max(_values(results, "zero", "_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "zero", "avg_params_vs_true_avg"), TOL)
+    assert_max(_values(results, "zero", "swap_inside_vs_true_avg"), TOL)
+    assert_exact(_values(results, "zero", "swap_after_vs_raw"))
     assert all(_values(results, "zero", "step_inside_raises").values())
 
 
@@ -121,17 +108,17 @@ def test_zero_local_optimizer_warns_that_other_ranks_own_parameters(results):
 
 def test_fsdp2_steps_match_torch_and_single_process(results):
     for layout in ("nested", "root_only"):
-        _assert_exact(_values(results, "fsdp2", f"loop_{layout}_vs_torch_params"))
-        _assert_exact(_values(results, "fsdp2", f"loop_{layout}_vs_torch_ax"))
-    _assert_max(_values(results, "fsdp2", "_vs_torch_params"), TOL)
-    _assert_max(_values(results, "fsdp2", "_vs_torch_ax"), TOL)
-    _assert_max(_values(results, "fsdp2", "_vs_single_params"), TOL)
-    _assert_max(_values(results, "fsdp2", "_vs_single_ax"), TOL)
+        assert_exact(_values(results, "fsdp2", f"loop_{layout}_vs_torch_params"))
+        assert_exact(_values(results, "fsdp2", f"loop_{layout}_vs_torch_ax"))
+    assert_max(_values(results, "fsdp2", "_vs_torch_params"), TOL)
+    assert_max(_values(results, "fsdp2", "_vs_torch_ax"), TOL)
+    assert_max(_values(results, "fsdp2", "_vs_single_params"), TOL)
+    assert_max(_values(results, "fsdp2", "_vs_single_ax"), TOL)
 
 
 def test_fsdp2_averaged_state_dict_full_sharded_and_rank0_only(results):
-    _assert_max(_values(results, "fsdp2", "full_sd_vs_true_avg"), TOL)
-    _assert_max(_values(results, "fsdp2", "sharded_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "fsdp2", "full_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "fsdp2", "sharded_sd_vs_true_avg"), TOL)
     assert all(_values(results, "fsdp2", "full_sd_plain_tensors").values())
     assert all(_values(results, "fsdp2", "sharded_sd_dtensors").values())
     assert all(_values(results, "fsdp2", "rank0_only_empty_elsewhere").values())
@@ -139,9 +126,9 @@ def test_fsdp2_averaged_state_dict_full_sharded_and_rank0_only(results):
 
 def test_fsdp2_swap_after_a_raw_evaluation_sees_averages_and_training_never_does(results):
     # root-only fully_shard keeps the root all-gathered after a forward: the AWD-LSTM pattern
-    _assert_max(_values(results, "fsdp2", "swap_inside_vs_true_avg"), TOL)
-    _assert_exact(_values(results, "fsdp2", "swap_after_vs_raw"))
-    _assert_exact(_values(results, "fsdp2", "train_after_swap_vs_unswapped"))
+    assert_max(_values(results, "fsdp2", "swap_inside_vs_true_avg"), TOL)
+    assert_exact(_values(results, "fsdp2", "swap_after_vs_raw"))
+    assert_exact(_values(results, "fsdp2", "train_after_swap_vs_unswapped"))
 
 
 # -------------------------------------------------------------------------------------------- FSDP1
@@ -151,20 +138,20 @@ def test_fsdp1_steps_match_torch_and_single_process(results):
     # flat parameters (use_orig_params=False) and original ones (True), nested and root-only
     for orig in (0, 1):
         for layout in ("nested", "root_only"):
-            _assert_exact(_values(results, "fsdp1", f"loop_orig{orig}_{layout}_vs_torch_params"))
-    _assert_max(_values(results, "fsdp1", "_vs_torch_params"), TOL)
-    _assert_max(_values(results, "fsdp1", "_vs_single_params"), TOL)
+            assert_exact(_values(results, "fsdp1", f"loop_orig{orig}_{layout}_vs_torch_params"))
+    assert_max(_values(results, "fsdp1", "_vs_torch_params"), TOL)
+    assert_max(_values(results, "fsdp1", "_vs_single_params"), TOL)
 
 
 def test_fsdp1_averaged_state_dict_unflattens_and_empty_shards_are_not_unstepped(results):
-    _assert_max(_values(results, "fsdp1", "full_sd_vs_true_avg"), TOL)
+    assert_max(_values(results, "fsdp1", "full_sd_vs_true_avg"), TOL)
     assert all(_values(results, "fsdp1", "no_unstepped_warning").values())
 
 
 def test_fsdp1_swap_reshards_on_entry_and_exit_and_refuses_without_the_model(results):
-    _assert_max(_values(results, "fsdp1", "swap_inside_vs_true_avg"), TOL)
-    _assert_exact(_values(results, "fsdp1", "swap_after_vs_raw"))
-    _assert_exact(_values(results, "fsdp1", "train_after_swap_vs_unswapped"))
+    assert_max(_values(results, "fsdp1", "swap_inside_vs_true_avg"), TOL)
+    assert_exact(_values(results, "fsdp1", "swap_after_vs_raw"))
+    assert_exact(_values(results, "fsdp1", "train_after_swap_vs_unswapped"))
     assert set(_values(results, "fsdp1", "swap_without_model").values()) == {"ValueError"}
 
 
@@ -175,14 +162,14 @@ def test_dcp_save_load_resume_equals_uninterrupted_torch_and_ours_both_ways(resu
     # dcp.load without allow_partial_load; the flags of our class are not in a default group
     got = _values(results, "dcp", "_resume_vs_uninterrupted")
     assert len(got) == 2 * 2 * 3  # ranks x (fsdp2, ddp) x (torch->ours, ours->torch, ours->ours)
-    _assert_exact(got)
+    assert_exact(got)
 
 
 def test_dcp_init_state_keeps_the_schedule_and_the_dummy_step_would_not(results):
-    _assert_exact(_values(results, "dcp", "init1_vs_untouched"))
+    assert_exact(_values(results, "dcp", "init1_vs_untouched"))
     # without init_state DCP's lr=0 dummy step shifts the schedule (what init_state prevents)
     assert all(v > 1e-3 for v in _values(results, "dcp", "init0_vs_untouched").values())
 
 
 def test_dcp_averaged_model_state_dict_round_trips_into_a_fresh_model(results):
-    _assert_max(_values(results, "dcp", "dcp_averaged_model_vs_true_avg"), TOL)
+    assert_max(_values(results, "dcp", "dcp_averaged_model_vs_true_avg"), TOL)

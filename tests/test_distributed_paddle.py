@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import paddle
 import pytest
+from dist_checks import assert_exact, assert_max, assert_true, free_port
 from paddle.distributed.fleet.meta_parallel.meta_parallel_base import MetaParallelBase
 
 from asgd_bridge.paddle import ASGD, NTASGD, ShardingAveraged
@@ -33,11 +33,6 @@ TOL = 1e-6
 distributed = pytest.mark.distributed
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
@@ -46,7 +41,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
     got: dict[str, list[dict[str, Any]]] = {}
     for mode in MODES:
         cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
-               "--master", f"127.0.0.1:{_free_port()}", "--log_dir", str(out / f"log_{mode}"),
+               "--master", f"127.0.0.1:{free_port()}", "--log_dir", str(out / f"log_{mode}"),
                str(WORKER), str(out), mode]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env)
         logs = "".join(p.read_text()[-3000:] for p in sorted((out / f"log_{mode}").glob("workerlog.*")))
@@ -63,19 +58,7 @@ def _values(results: dict[str, list[dict[str, Any]]], mode: str, pattern: str) -
     return got
 
 
-def _assert_max(values: dict[str, Any], bound: float) -> None:
-    bad = {k: v for k, v in values.items() if not v <= bound}
-    assert not bad, bad
 
-
-def _assert_exact(values: dict[str, Any]) -> None:
-    bad = {k: v for k, v in values.items() if v != 0.0}
-    assert not bad, bad
-
-
-def _assert_true(values: dict[str, Any]) -> None:
-    bad = {k: v for k, v in values.items() if v is not True}
-    assert not bad, bad
 
 
 # ------------------------------------------------------------------------- DataParallel, fleet dp
@@ -87,27 +70,27 @@ def test_data_parallel_steps_equal_single_process(results):
     # a global-norm clip, for ASGD, NTASGD (switch after step 2) and SAG
     got = _values(results, "dp", "_vs_single_params")
     assert len(got) == 2 * 2 * 3 * 2  # ranks x wrappers x optimizers x clip
-    _assert_max(got, TOL)
-    _assert_max(_values(results, "dp", "_vs_single_ax"), TOL)
+    assert_max(got, TOL)
+    assert_max(_values(results, "dp", "_vs_single_ax"), TOL)
     assert set(_values(results, "dp", "_wrapper").values()) == {"HybridParallelOptimizer"}
 
 
 @distributed
 def test_data_parallel_averaged_state_dict_has_plain_keys_true_averages_and_loads(results):
-    _assert_true(_values(results, "dp", "_sd_keys_plain"))
-    _assert_max(_values(results, "dp", "_sd_vs_true_avg"), TOL)
-    _assert_true(_values(results, "dp", "_sd_loads_cleanly"))
-    _assert_max(_values(results, "dp", "_loaded_vs_true_avg"), TOL)
-    _assert_max(_values(results, "dp", "_avg_params_vs_true_avg"), TOL)
+    assert_true(_values(results, "dp", "_sd_keys_plain"))
+    assert_max(_values(results, "dp", "_sd_vs_true_avg"), TOL)
+    assert_true(_values(results, "dp", "_sd_loads_cleanly"))
+    assert_max(_values(results, "dp", "_loaded_vs_true_avg"), TOL)
+    assert_max(_values(results, "dp", "_avg_params_vs_true_avg"), TOL)
     assert all(v == [] for v in _values(results, "dp", "_sd_warnings").values())
 
 
 @distributed
 def test_data_parallel_swap_evaluates_averages_inside_and_raw_after(results):
-    _assert_max(_values(results, "dp", "_swap_inside_vs_true_avg"), TOL)
-    _assert_true(_values(results, "dp", "_step_inside_raises"))
-    _assert_exact(_values(results, "dp", "_swap_after_vs_raw"))
-    _assert_exact(_values(results, "dp", "_params_restored"))
+    assert_max(_values(results, "dp", "_swap_inside_vs_true_avg"), TOL)
+    assert_true(_values(results, "dp", "_step_inside_raises"))
+    assert_exact(_values(results, "dp", "_swap_after_vs_raw"))
+    assert_exact(_values(results, "dp", "_params_restored"))
 
 
 # ------------------------------------------------------------------------------ fleet sharding
@@ -119,8 +102,8 @@ def test_sharding_stage1_steps_equal_single_process(results):
     assert set(_values(results, "sharding", "_wrapper").values()) == {"DygraphShardingOptimizer"}
     got = _values(results, "sharding", "_vs_single_params")
     assert len(got) == 2 * 3 * 2  # ranks x optimizers x clip
-    _assert_max(got, TOL)
-    _assert_max(_values(results, "sharding", "_local_vs_single_ax"), TOL)
+    assert_max(got, TOL)
+    assert_max(_values(results, "sharding", "_local_vs_single_ax"), TOL)
     # the shards partition the 6 parameters between the ranks
     for kind in ("asgd", "ntasgd"):
         counts = [r[f"{kind}_local_ax_count"] for r in results["sharding"]]
@@ -129,20 +112,20 @@ def test_sharding_stage1_steps_equal_single_process(results):
 
 @distributed
 def test_sharding_averaged_gives_the_whole_models_true_averages(results):
-    _assert_true(_values(results, "sharding", "sharded_asgd_sd_keys_plain"))
-    _assert_max(_values(results, "sharding", "_sd_vs_true_avg"), TOL)
-    _assert_true(_values(results, "sharding", "_sd_loads_cleanly"))
-    _assert_max(_values(results, "sharding", "_loaded_vs_true_avg"), TOL)
-    _assert_max(_values(results, "sharding", "_avg_params_vs_true_avg"), TOL)
-    _assert_max(_values(results, "sharding", "_swap_inside_vs_true_avg"), TOL)
-    _assert_true(_values(results, "sharding", "_step_inside_raises"))
-    _assert_exact(_values(results, "sharding", "_swap_after_vs_raw"))
-    _assert_exact(_values(results, "sharding", "_params_restored"))
+    assert_true(_values(results, "sharding", "sharded_asgd_sd_keys_plain"))
+    assert_max(_values(results, "sharding", "_sd_vs_true_avg"), TOL)
+    assert_true(_values(results, "sharding", "_sd_loads_cleanly"))
+    assert_max(_values(results, "sharding", "_loaded_vs_true_avg"), TOL)
+    assert_max(_values(results, "sharding", "_avg_params_vs_true_avg"), TOL)
+    assert_max(_values(results, "sharding", "_swap_inside_vs_true_avg"), TOL)
+    assert_true(_values(results, "sharding", "_step_inside_raises"))
+    assert_exact(_values(results, "sharding", "_swap_after_vs_raw"))
+    assert_exact(_values(results, "sharding", "_params_restored"))
 
 
 @distributed
 def test_sharding_local_optimizer_warns_and_sharding_averaged_refuses_a_plain_optimizer(results):
-    _assert_true(_values(results, "sharding", "_local_sd_warns"))
+    assert_true(_values(results, "sharding", "_local_sd_warns"))
     msgs = _values(results, "sharding", "sharding_averaged_refuses_plain").values()
     assert all("DygraphShardingOptimizer" in m for m in msgs), msgs
 
