@@ -315,3 +315,105 @@ def test_a_step_failing_half_way_has_updated_the_parameters_before_the_failure(l
     assert [int(opt.state[p]["step"]) for p in ps] == [2, 2, 1]
     assert not np.array_equal(ps[0].numpy(), before[0]) and not np.array_equal(ps[1].numpy(), before[1])
     np.testing.assert_array_equal(ps[2].numpy(), before[2])
+
+
+def _ops_and_kernel(build: Any, steps: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Parameters (and their ``ax``) after ``steps`` steps of ``build()``'s optimizer, by the kernel
+    and by Paddle's ops; ``build()`` returns ``(params, optimizer, grads_for_step)``."""
+    out = []
+    for force in (False, True):
+        ps, opt, grads = build()
+        _fused._FORCE_FALLBACK = force
+        try:
+            for t in range(steps):
+                for p, g in zip(ps, grads(t), strict=True):
+                    p.grad = g
+                opt.step()
+        finally:
+            _fused._FORCE_FALLBACK = False
+        out.append([p.numpy().copy() for p in ps] + [opt.state[p]["ax"].numpy().copy() for p in ps])
+    return out[0], out[1]
+
+
+def test_one_group_memo_keeps_groups_lrs_and_ages_apart(launches: list) -> None:
+    """The schedule is computed once per distinct (lr, decay, state) of a group: groups with other
+    lambd/alpha/t0 but the same lr, a ParamAttr lr multiplier, and a parameter that starts late (so
+    is a step behind) each get their own."""
+
+    def build() -> tuple[list, Any, Any]:
+        def init(i: int) -> Any:
+            return paddle.nn.initializer.Assign(np.linspace(-1, 1, 6) * (i + 1))
+
+        ps = [paddle.create_parameter([6], "float32", default_initializer=init(i)) for i in range(4)]
+        ps[1].optimize_attr["learning_rate"] = 0.5
+        opt = ASGD(
+            parameters=[{"params": ps[:2]}, {"params": ps[2:], "lambd": 0.3, "alpha": 0.5, "t0": 1}],
+            learning_rate=0.1, t0=0, lambd=1e-3,
+        )  # fmt: skip
+
+        def grads(t: int) -> list:
+            gs = [paddle.full([6], 0.1 * (i + 1) + 0.01 * t) for i in range(4)]
+            return gs if t > 0 else [gs[0], gs[1], gs[2], None]  # ps[3] starts a step late
+
+        return ps, opt, grads
+
+    kernel, ops = _ops_and_kernel(build)
+    assert launches and sum(k for _, k in launches) == 4 * 3 - 1  # every state-holding parameter
+    for i, (u, v) in enumerate(zip(kernel, ops, strict=True)):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7, err_msg=f"tensor {i}")
+
+
+def test_parameters_sharing_memory_are_launched_one_at_a_time_in_order(launches: list) -> None:
+    """Two parameters that are views of one buffer (overlapping elements): one launch over both
+    would race, so each is launched alone, in order, as Paddle's ops update them."""
+
+    def build() -> tuple[list, Any, Any]:
+        base = paddle.to_tensor(np.linspace(-1, 1, 10, dtype=np.float32))
+        ps = [base[0:6], base[4:10]]
+        assert ps[1].data_ptr() - ps[0].data_ptr() == 16  # views: elements 4 and 5 are shared
+        for p in ps:
+            p.stop_gradient = False
+        opt = ASGD(parameters=ps, learning_rate=0.1, t0=0)
+        return ps, opt, lambda t: [paddle.full([6], 0.5 + t), paddle.full([6], -0.25 * t)]
+
+    kernel, ops = _ops_and_kernel(build)
+    assert launches == [("float32", 1)] * 6  # steps 2-4, two single launches each
+    for i, (u, v) in enumerate(zip(kernel, ops, strict=True)):
+        np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7, err_msg=f"tensor {i}")
+
+
+def test_disjoint_finds_any_shared_byte_across_parameters() -> None:
+    from array import array
+
+    def disjoint(p: list[int], g: list[int], counts: list[int]) -> bool:
+        return _fused._disjoint(array("Q", p + g + counts), len(counts), (4, 4))
+
+    assert disjoint([0, 400], [800, 1200], [100, 100])
+    assert not disjoint([0, 396], [800, 1200], [100, 100])  # p[1] starts in p[0]'s last element
+    assert not disjoint([0, 400], [1200, 800], [100, 101])  # g[0] ends in g[1]'s first element
+    assert disjoint([0, 0], [800, 1200], [100, 0])  # an empty tensor shares no byte
+
+
+def test_place_is_read_unless_the_build_holds_host_memory_only(
+    monkeypatch: pytest.MonkeyPatch, launches: list
+) -> None:
+    host_only = not (paddle.is_compiled_with_cuda() or paddle.device.get_all_custom_device_type())
+    assert _fused._host_only() is host_only
+    for device in ("cuda", "rocm", "xpu", "ipu"):
+        probe = f"is_compiled_with_{device}"
+        with monkeypatch.context() as mp:
+            mp.setattr(paddle, probe, lambda: True)
+            assert _fused._host_only() is False
+    with monkeypatch.context() as mp:
+        mp.setattr(paddle.device, "get_all_custom_device_type", lambda: ["npu"])
+        assert _fused._host_only() is False
+    # a build with devices reads every tensor's place: CPU tensors still take the kernel
+    monkeypatch.setattr(_fused, "_HOST_ONLY", False)
+    p = paddle.create_parameter([5], "float32")
+    opt = ASGD(parameters=[p], learning_rate=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for _ in range(2):
+            p.grad = paddle.ones([5])
+            opt.step()
+    assert launches == [("float32", 1)]

@@ -204,15 +204,16 @@ def prepare_gradients(
     reads a bf16 gradient in its 2 bytes.
     """
 
-    def first(i: int, p: Tensor, g: Tensor, neg: bool) -> Tensor:
-        if untouched is not None and untouched(i, p):
-            return g
+    # which pairs no clip or regulariser sees (asked once per pair; all of them when no one asks)
+    raw = [[untouched is not None and untouched(i, p) for p, _ in pairs] for i, pairs in enumerate(groups)]
+
+    def first(g: Tensor, neg: bool) -> Tensor:
         g = g.astype(paddle.float32) if g.dtype in HALF else g
         return -g if neg else g
 
     out = [
-        [(p, first(i, p, g, neg)) for p, g in pairs]
-        for i, (pairs, neg) in enumerate(zip(groups, maximize, strict=True))
+        [(p, g if keep else first(g, neg)) for (p, g), keep in zip(pairs, kept, strict=True)]
+        for pairs, kept, neg in zip(groups, raw, maximize, strict=True)
     ]
     if across_groups:
         clip = clips[0] if clips else None
@@ -224,7 +225,7 @@ def prepare_gradients(
         out = [_clip(c, ps) if c is not None and ps else ps for ps, c in zip(out, clips, strict=True)]
     if regularize is not None:
         out = [
-            [(p, g if untouched is not None and untouched(i, p) else regularize(i, p, g)) for p, g in pairs]
-            for i, pairs in enumerate(out)
+            [(p, g if keep else regularize(i, p, g)) for (p, g), keep in zip(pairs, kept, strict=True)]
+            for i, (pairs, kept) in enumerate(zip(out, raw, strict=True))
         ]
     return out

@@ -19,9 +19,15 @@ parameter; not SelectedRows, not distributed, initialised, contiguous -- a view'
 already includes its offset), ``p`` and ``ax`` of one dtype among float32/float64/bfloat16/float16
 and one element count, the gradient of that count and of p's dtype (or float32 for bfloat16/float16, as the
 optimizer casts it), a ``multi_precision`` master of float32 and p's count, no two buffers
-overlapping. Anything else, a GPU parameter, or no C compiler: Paddle's ops, after one
+overlapping; across the parameters of one launch, no two sharing a byte (else they are launched
+one at a time, in order). Anything else, a GPU parameter, or no C compiler: Paddle's ops, after one
 ``RuntimeWarning`` per reason naming the parameter. The first step of a parameter (which creates
 its state and master weight) runs Paddle's ops too, without a warning.
+
+Cost: the checks are attribute reads written out in :func:`asgd_group`'s loop (a call per tensor
+costs as much as its tests), the schedule is computed once per distinct ``(lr, decay, state)`` of
+a group, and the parameters of a step go to one launch per kernel variant, so 500 tensors of 4096
+float32 elements step in about the time of ``paddle.optimizer.SGD`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,12 +35,11 @@ from __future__ import annotations
 import math
 import os
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
+import numpy as np
 import paddle
 
 from .._native import asgd as _kernel
@@ -42,11 +47,14 @@ from .._native import sag as _sag_kernel
 from .._native.build import warn_once
 from ..reference import eta_schedule, mu_schedule
 
-__all__ = ["asgd_update", "batched", "kernel_threads", "sag_update"]
+__all__ = ["asgd_group", "batched", "kernel_threads", "sag_update"]
 
 _LOW = (paddle.bfloat16, paddle.float16)
 _NAMES = {paddle.float32: "float32", paddle.float64: "float64", paddle.bfloat16: "bfloat16",
           paddle.float16: "float16"}  # fmt: skip
+_SIZES = {paddle.float32: 4, paddle.float64: 8, paddle.bfloat16: 2, paddle.float16: 2}
+_SIZES_BY_NAME = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
+_F32 = paddle.float32
 _PLAIN = (paddle.Tensor, paddle.base.framework.EagerParamBase)
 
 #: Tests set this to run every parameter through Paddle's ops (the non-fused path).
@@ -111,78 +119,167 @@ def _check(t: Any, what: str, dtypes: tuple, numel: int, p: paddle.Tensor) -> st
     return None
 
 
-def asgd_update(opt: Any, p: paddle.Tensor, grad: paddle.Tensor, group: dict[str, Any], extras: Any,
-                negated: bool) -> paddle.Tensor | None:  # fmt: skip
-    """Update ``p`` (one step of ``opt``, an ``asgd_bridge.paddle.ASGD``) with the kernel if it can.
+def _host_only() -> bool:
+    """Whether this Paddle build can place a tensor in host memory only: compiled without CUDA/ROCm,
+    XPU and IPU, and no custom-device plugin loaded (plugins load with ``import paddle``). Then every
+    initialised dense tensor is on the CPU and :func:`_fits` need not read its place."""
+    return not (
+        paddle.is_compiled_with_cuda()
+        or paddle.is_compiled_with_rocm()
+        or paddle.is_compiled_with_xpu()
+        or paddle.is_compiled_with_ipu()
+        or paddle.device.get_all_custom_device_type()
+    )
 
-    The arguments are those of ``ASGD._update``: the prepared gradient (negated, clipped; a
-    bfloat16/float16 gradient is float32 where a clip or regulariser saw it, else still of the
-    parameter's dtype, so the kernel reads 2 bytes per element of it), the parameter's group and
-    extras, and whether ``maximize`` already negated the gradient. Returns ``None`` when the
-    parameter, its ``ax``, the schedule (and its master weight) were updated, else the gradient
-    the caller's Paddle ops take (cast to float32 for a bfloat16/float16 parameter; nothing else
-    was modified).
+
+_HOST_ONLY = _host_only()
+
+
+def _fits(t: Any, dtype: Any, numel: int) -> bool:
+    """Whether ``t`` passes every test of :func:`_check` for ``numel`` elements of ``dtype``: the hot
+    path's one call per tensor (attribute reads only); when it fails, :func:`_check` says why.
+    (``is_dense()`` is false for a distributed tensor, so ``is_dist()`` adds nothing here.)"""
+    return (
+        type(t) in _PLAIN
+        and t.dtype is dtype
+        and t.is_dense()
+        and t._is_initialized()
+        and t.is_contiguous()
+        and (_HOST_ONLY or t.place.is_cpu_place())
+        and math.prod(t.shape) == numel
+    )
+
+
+def asgd_group(opt: Any, pairs: list[tuple[paddle.Tensor, paddle.Tensor]], group: dict[str, Any],
+               touched: bool) -> list[tuple[paddle.Tensor, paddle.Tensor, bool]]:  # fmt: skip
+    """Update the parameters of one group (one step of ``opt``, an ``asgd_bridge.paddle.ASGD``) with
+    the kernel where it can; return the rest as ``(param, gradient, negated)`` for Paddle's ops.
+
+    ``pairs`` are the group's ``(param, prepared gradient)``: negated (``maximize``), clipped and
+    regularised where ``touched`` (the optimizer has a clip or the group a regulariser) or the
+    parameter has its own regulariser; else the raw gradient (a bfloat16/float16 one still in its 2
+    bytes), and the kernel applies ``maximize``. Inside :func:`batched` the parameters are queued
+    for the block's launch, else launched at once. A returned gradient is what the Paddle ops take
+    (float32 for a bfloat16/float16 parameter), and nothing of its parameter was modified. The
+    first step of a parameter (which creates its state and master weight) always returns it.
 
     Raises:
-        ValueError: the gradient, ``ax`` or the master weight has another element count than ``p``.
+        ValueError: a gradient, ``ax`` or master weight has another element count than its parameter.
     """
-    st = opt.state.get(p)
-    # the first step creates the state (and master weight) in the Paddle path
-    kernel = None if _FORCE_FALLBACK or st is None else _load()
-    if kernel is None:
-        return _for_ops(p, grad)
-    dtype = p.dtype
-    name = _NAMES.get(dtype)
-    if name is None:
-        return _fallback(f"dtype {dtype}", p, grad)
-    numel = math.prod(p.shape)
-    low = dtype is paddle.bfloat16 or dtype is paddle.float16
-    reason = _check(p, "value", (dtype,), numel, p) or _check(st.ax, "state 'ax'", (dtype,), numel, p)
-    master = opt._master_weights.get(p.name) if low and opt._multi_precision else None
-    if reason is None and master is not None:
-        reason = _check(master, "master weight", (paddle.float32,), numel, p)
-    if reason is None:
-        reason = _check(grad, "gradient", (dtype, paddle.float32) if low else (dtype,), numel, p)
-    if reason is not None:
-        return _fallback(reason, p, grad)
+    maximize, lr0, wd0 = bool(group["maximize"]), group["lr"], group["weight_decay"]
+    constants = (group["lambd"], group["alpha"], group["t0"], group["immediate_lr"], group["bottou_average"])
+    state, masters = opt.state, opt._master_weights if opt._multi_precision else None
+    batch: _Batch | None = getattr(opt, "_fused_batch", None)
+    usable = not _FORCE_FALLBACK and (_kernel.LOADER.kernel is not None or _load() is not None)
+    memo: dict[tuple, tuple] = {}  # the schedule, once per distinct (lr, weight decay, sign, state)
+    dtype_seen, name, size, low = None, None, 0, False  # what p's dtype gives (most share one)
+    rest = []
+    for p, grad in pairs:
+        own = getattr(p, "regularizer", None) is not None
+        negated = maximize and (touched or own)  # the prepared gradient is negated unless untouched
+        st = state.get(p)
+        if st is None or not usable:
+            rest.append((p, _for_ops(p, grad), negated))
+            continue
+        dtype = p.dtype
+        if dtype is not dtype_seen:
+            dtype_seen, name, size = dtype, _NAMES.get(dtype), _SIZES.get(dtype, 0)
+            low = dtype is paddle.bfloat16 or dtype is paddle.float16
+        if name is None:
+            rest.append((p, _fallback(f"dtype {dtype}", p, grad), negated))
+            continue
+        ax = st.ax
+        master = masters.get(p.name) if low and masters is not None else None
+        gdt = grad.dtype
+        numel = math.prod(p.shape)
+        # _fits(p), _fits(ax), _fits(grad) written out (the hot path: a call each costs as much as its
+        # tests); the master weight, when there is one, through _fits
+        if not (
+            type(p) in _PLAIN
+            and p.is_dense()
+            and p._is_initialized()
+            and p.is_contiguous()
+            and (_HOST_ONLY or p.place.is_cpu_place())
+            and type(ax) in _PLAIN
+            and ax.dtype is dtype
+            and ax.is_dense()
+            and ax._is_initialized()
+            and ax.is_contiguous()
+            and (_HOST_ONLY or ax.place.is_cpu_place())
+            and math.prod(ax.shape) == numel
+            and type(grad) in _PLAIN
+            and (gdt is dtype or (low and gdt is _F32))
+            and grad.is_dense()
+            and grad._is_initialized()
+            and grad.is_contiguous()
+            and (_HOST_ONLY or grad.place.is_cpu_place())
+            and math.prod(grad.shape) == numel
+            and (master is None or _fits(master, _F32, numel))
+        ):
+            reason = (
+                _check(p, "value", (dtype,), numel, p)
+                or _check(ax, "state 'ax'", (dtype,), numel, p)
+                or (master is not None and _check(master, "master weight", (_F32,), numel, p))
+                or _check(grad, "gradient", (dtype, _F32) if low else (dtype,), numel, p)
+                or "a layout the kernel does not take"
+            )
+            rest.append((p, _fallback(reason, p, grad), negated))
+            continue
+        pp, pg, pa = p.data_ptr(), grad.data_ptr(), ax.data_ptr()
+        pw = master.data_ptr() if master is not None else 0
+        nb = numel * size
+        gb = numel * 4 if gdt is _F32 else nb
+        if (
+            (pg < pp + nb and pp < pg + gb)
+            or (pa < pp + nb and pp < pa + nb)
+            or (pa < pg + gb and pg < pa + nb)
+            or (master is not None and _overlap((pp, pg, pa, pw), (p, grad, ax, master)))
+        ):
+            reason = "two of its buffers (value, gradient, ax, master) overlap"
+            rest.append((p, _fallback(reason, p, grad), negated))
+            continue
+        # a parameter's own regulariser replaces torch's float weight decay, as in ASGD._update
+        attr = getattr(p, "optimize_attr", None)
+        key = (lr0 * float(attr.get("learning_rate", 1.0)) if attr else lr0, 0.0 if own else wd0,
+               maximize and not negated, st.scalar_dtype, st.step, st.eta, st.mu)  # fmt: skip
+        sched = memo.get(key)
+        if sched is None:
+            sched = memo[key] = _asgd_schedule(*key, *constants)
+        launch = _pending(batch, ("asgd", name, gdt is not dtype, master is not None), 4, 3, p)
+        a, s = launch.addresses, launch.scalars
+        a[0].append(pp)
+        a[1].append(pg)
+        a[2].append(pa)
+        a[3].append(pw)
+        s[0].append(sched[0])
+        s[1].append(sched[1])
+        s[2].append(sched[2])
+        launch.counts.append(numel)
+        launch.tensors.append((p, ax, master, grad))
+        launch.after.append((st, sched[3], sched[4], sched[5]))
+        if batch is None:
+            _launch(launch)
+    return rest
 
-    # grad is prepared (asgd_bridge.paddle._common.prepare_gradients: negated if ``negated``, clipped,
-    # regularised); a parameter's own regulariser replaces torch's float weight decay, as in ``_update``
-    wd = 0.0 if getattr(p, "regularizer", None) is not None else group["weight_decay"]
-    raw = grad  # what the Paddle ops get if the kernel cannot run
 
-    pointers = (
-        p.data_ptr(),
-        grad.data_ptr(),
-        st.ax.data_ptr(),
-        master.data_ptr() if master is not None else 0,
-    )
-    if _overlap(pointers, (p, grad, st.ax, master)):
-        return _fallback("two of its buffers (value, gradient, ax, master) overlap", p, raw)
-
+def _asgd_schedule(lr: float, wd: float, negate: bool, rnd: Any, step: int, eta: float, mu: float,
+                   lambd: float, alpha: float, t0: float, immediate_lr: bool,
+                   bottou_average: bool) -> tuple:  # fmt: skip
+    """``(decay, signed eta, mu, t, next eta, next mu)`` of one step from the state
+    ``(step, eta, mu)``: the non-fused ``ASGD._update``'s arithmetic (eta/mu rounded to the
+    state's ``rnd`` dtype, float32 unless the parameter is float64). A function of its arguments
+    only, so :func:`asgd_group` computes it once per distinct argument tuple."""
     global _asgd
     if _asgd is None:
-        from . import asgd as _asgd  # the optimizer's own functions (imported here: asgd imports us)
-    _param_lr_multiplier, _round_scalar = _asgd._param_lr_multiplier, _asgd._round_scalar
-
-    lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
-    lr = group["lr"] * _param_lr_multiplier(p)
-    t = st.step + 1
-    rnd = st.scalar_dtype
-    eta = _round_scalar(eta_schedule(lr, lambd, alpha, t - 1), rnd) if group["immediate_lr"] else st.eta
-    mu = _round_scalar(mu_schedule(t, t0), rnd) if group["bottou_average"] else st.mu
-    signed = -eta if group["maximize"] and not negated else eta
-    entry = _Entry(
-        tensors=(p, grad, st.ax, master),
-        pointers=pointers,
-        numel=numel,
-        scalars=(1.0 - lambd * eta - eta * wd, signed, mu),
-        written=(p, st.ax) if master is None else (p, st.ax, master),
-        done=partial(_advance_asgd, st, t, _round_scalar(eta_schedule(lr, lambd, alpha, t), rnd),
-                     _round_scalar(mu_schedule(t, t0), rnd)),
-    )  # fmt: skip
-    _submit(opt, ("asgd", name, low and grad.dtype is paddle.float32, master is not None), entry)
-    return None
+        from . import asgd as _asgd  # the optimizer's own rounding (imported here: asgd imports us)
+    rs = _asgd._round_scalar
+    t = step + 1
+    if immediate_lr:
+        eta = rs(eta_schedule(lr, lambd, alpha, t - 1), rnd)
+    if bottou_average:
+        mu = rs(mu_schedule(t, t0), rnd)
+    return (1.0 - lambd * eta - eta * wd, -eta if negate else eta, mu, t,
+            rs(eta_schedule(lr, lambd, alpha, t), rnd), rs(mu_schedule(t, t0), rnd))  # fmt: skip
 
 
 def _overlap(pointers: tuple[int, ...], tensors: tuple) -> bool:
@@ -271,46 +368,64 @@ def sag_update(opt: Any, p: paddle.Tensor, g: paddle.Tensor, lr: float) -> bool:
     m = state["m"]
     attr = getattr(p, "optimize_attr", None) or {}
     plr = lr * float(attr.get("learning_rate", 1.0))
-    row = pointers[3] + (m % n) * numel * p.element_size()
-    entry = _Entry(
-        tensors=(p, g, d, y),
-        pointers=(*pointers[:3], row),
-        numel=numel,
-        scalars=(-plr / min(m + 1, n),),
-        written=(p, d, y),
-        done=partial(_advance_sag, state, m + 1),
-    )
-    _submit(opt, ("sag", name, reg[0], reg[1]), entry)
+    batch: _Batch | None = getattr(opt, "_fused_batch", None)
+    launch = _pending(batch, ("sag", name, reg[0], reg[1]), 5, 1, p)
+    a = launch.addresses
+    row = pointers[3] + (m % n) * numel * p.element_size()  # the row y[m % n] this step replaces
+    # (no clip scale, 0: the optimizer clipped the gradients already)
+    for role, x in zip(a, (*pointers[:3], row, 0), strict=True):
+        role.append(x)
+    launch.scalars[0].append(-plr / min(m + 1, n))
+    launch.counts.append(numel)
+    launch.tensors.append((p, d, y, g))
+    launch.after.append((state, m + 1))
+    if batch is None:
+        _launch(launch)
     return True
 
 
 # --------------------------------------------------------------------------- launches
 
 
-@dataclass
-class _Entry:
-    """One parameter's share of a launch: its tensors (kept alive until the launch), their data
-    addresses, its element count and scalars, what the kernel writes, and the host-state update."""
+class _Launch:
+    """The parameters of one kernel launch, as parallel lists: per buffer role the data addresses,
+    the element counts, per scalar role the values, each parameter's tensors (kept alive until the
+    launch; all but the last, the gradient, are written by the kernel) and its host-state update."""
 
-    tensors: tuple
-    pointers: tuple[int, ...]
-    numel: int
-    scalars: tuple[float, ...]
-    written: tuple
-    done: Callable[[], None]
+    __slots__ = ("addresses", "after", "counts", "key", "scalars", "tensors")
+
+    def __init__(self, key: tuple, roles: int, nscalars: int) -> None:
+        self.key = key
+        self.addresses: tuple[list[int], ...] = tuple([] for _ in range(roles))
+        self.scalars: tuple[list[float], ...] = tuple([] for _ in range(nscalars))
+        self.counts: list[int] = []
+        self.tensors: list[tuple] = []
+        self.after: list[tuple] = []
+
+    def entry(self, j: int) -> _Launch:
+        """A launch of entry ``j`` alone."""
+        one = _Launch(self.key, len(self.addresses), len(self.scalars))
+        for mine, its in zip(one.addresses + one.scalars, self.addresses + self.scalars, strict=True):
+            mine.append(its[j])
+        one.counts.append(self.counts[j])
+        one.tensors.append(self.tensors[j])
+        one.after.append(self.after[j])
+        return one
 
 
-def _advance_asgd(st: Any, t: int, eta: float, mu: float) -> None:
-    st.step, st.eta, st.mu = t, eta, mu
+class _Batch:
+    """The launches queued inside one :func:`batched` block and the parameters they hold."""
 
+    __slots__ = ("launches", "seen")
 
-def _advance_sag(state: dict[str, Any], m: int) -> None:
-    state["m"] = m
+    def __init__(self) -> None:
+        self.launches: dict[tuple, _Launch] = {}
+        self.seen: set[int] = set()
 
 
 @contextmanager
 def batched(opt: Any) -> Iterator[None]:
-    """Within this block, the parameters :func:`asgd_update` / :func:`sag_update` take are queued
+    """Within this block, the parameters :func:`asgd_group` / :func:`sag_update` take are queued
     and updated at its end, in one kernel launch per kernel variant (storage dtype, gradient dtype,
     master weight; for SAG the regulariser), so many small tensors cost one call, not one each.
 
@@ -318,11 +433,10 @@ def batched(opt: Any) -> Iterator[None]:
     fails half-way has updated exactly the parameters before the failure, as without batching.
     Outside the block each parameter is launched at once.
     """
-    outer = getattr(opt, "_fused_batch", None)
-    if outer is not None:  # nested (a subclass calling step() inside step()): the outer one launches
+    if getattr(opt, "_fused_batch", None) is not None:  # nested (step() inside step()): the outer launches
         yield
         return
-    opt._fused_batch = batch = {}
+    opt._fused_batch = batch = _Batch()
     try:
         yield
     finally:
@@ -330,48 +444,86 @@ def batched(opt: Any) -> Iterator[None]:
         _launch_all(batch)
 
 
-def _submit(opt: Any, key: tuple, entry: _Entry) -> None:
-    batch = getattr(opt, "_fused_batch", None)
+def _pending(batch: _Batch | None, key: tuple, roles: int, nscalars: int, p: paddle.Tensor) -> _Launch:
+    """The launch parameter ``p`` joins: a fresh one outside a batch, else the batch's for ``key``
+    (after launching everything queued if ``p`` is queued already, so its two updates run in order)."""
     if batch is None:
-        _launch(key, [entry])
-        return
-    seen = batch.setdefault("params", set())
-    if id(entry.tensors[0]) in seen:  # the same parameter twice in one block: launch in order
+        return _Launch(key, roles, nscalars)
+    if id(p) in batch.seen:
         _launch_all(batch)
-        seen = batch.setdefault("params", set())
-    seen.add(id(entry.tensors[0]))
-    batch.setdefault(key, []).append(entry)
+    batch.seen.add(id(p))
+    launch = batch.launches.get(key)
+    if launch is None:
+        launch = batch.launches[key] = _Launch(key, roles, nscalars)
+    return launch
 
 
-def _launch_all(batch: dict[Any, Any]) -> None:
-    groups = [(key, entries) for key, entries in batch.items() if key != "params"]
-    batch.clear()
-    for key, entries in groups:
-        _launch(key, entries)
+def _launch_all(batch: _Batch) -> None:
+    launches = list(batch.launches.values())
+    batch.launches.clear()
+    batch.seen.clear()
+    for launch in launches:
+        _launch(launch)
 
 
-def _launch(key: tuple, entries: list[_Entry]) -> None:
-    """One kernel launch over ``entries`` (checked by the hooks), then their versions and state."""
-    k = len(entries)
-    addresses = array("Q", [e.pointers[j] for j in range(len(entries[0].pointers)) for e in entries])
-    scalars = array("d", [e.scalars[j] for j in range(len(entries[0].scalars)) for e in entries])
+def _disjoint(addresses: array, k: int, sizes: tuple[int, ...]) -> bool:
+    """Whether the buffers of a launch (role ``r``: ``k`` addresses of ``sizes[r]``-byte elements,
+    ``0``: a role without buffers) are pairwise disjoint across its parameters; each parameter's
+    own buffers were checked when it was queued. One sort of the byte ranges."""
+    a = np.frombuffer(addresses, dtype=np.uint64)
+    counts = a[len(sizes) * k :]
+    starts = np.concatenate([a[r * k : (r + 1) * k] for r, b in enumerate(sizes) if b])
+    ends = np.concatenate([a[r * k : (r + 1) * k] + counts * np.uint64(b) for r, b in enumerate(sizes) if b])
+    used = ends > starts  # an empty tensor has no bytes to share
+    starts, ends = starts[used], ends[used]
+    order = np.argsort(starts, kind="stable")
+    return bool(np.all(ends[order][:-1] <= starts[order][1:]))
+
+
+def _launch(launch: _Launch) -> None:
+    """One kernel launch over the queued parameters (checked by the hooks), then their versions and
+    host state. Parameters whose buffers overlap one another's (aliased parameters) are launched
+    one at a time instead, so they are updated in order, as by Paddle's ops."""
+    k = len(launch.counts)
+    if k == 0:
+        return
+    addresses = array("Q", [x for role in launch.addresses for x in role])
+    addresses.extend(launch.counts)
+    key = launch.key
     if key[0] == "asgd":
         _, name, grad_f32, master = key
-        addresses.extend(e.numel for e in entries)
+        size = _SIZES_BY_NAME[name]
+        sizes = (size, 4 if grad_f32 else size, size, 4 if master else 0)
+    else:
+        size = _SIZES_BY_NAME[key[1]]
+        sizes = (size, size, size, size, 0)
+    if k > 1 and not _disjoint(addresses, k, sizes):
+        for j in range(k):
+            _launch(launch.entry(j))
+        return
+    scalars = array("d", [x for role in launch.scalars for x in role])
+    if key[0] == "asgd":
         _kernel.asgd_update(
             _kernel.LOADER.kernel, name, addresses, scalars, k, grad_f32=grad_f32, master=master,
             nthreads=kernel_threads(),
         )  # fmt: skip
+        # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.
+        for p, ax, w, _ in launch.tensors:
+            p._bump_inplace_version()
+            ax._bump_inplace_version()
+            if w is not None:
+                w._bump_inplace_version()
+        for st, t, eta, mu in launch.after:
+            st.step, st.eta, st.mu = t, eta, mu
     else:
         _, name, reg, coeff = key
-        addresses.extend([0] * k)  # no clip scale: the optimizer clipped the gradients already
-        addresses.extend(e.numel for e in entries)
         _sag_kernel.sag_step(
             _sag_kernel.LOADER.kernel, name, addresses, scalars, k, scale_f64=False, maximize=False,
             clip_value=None, regularizer=reg, coeff=coeff, nthreads=kernel_threads(),
         )  # fmt: skip
-    # The kernel wrote through raw pointers: bump the versions, as Paddle's in-place ops do.
-    for e in entries:
-        for x in e.written:
-            x._bump_inplace_version()
-        e.done()
+        for p, d, y, _ in launch.tensors:
+            p._bump_inplace_version()
+            d._bump_inplace_version()
+            y._bump_inplace_version()
+        for state, m in launch.after:
+            state["m"] = m

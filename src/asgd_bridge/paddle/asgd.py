@@ -382,15 +382,14 @@ class ASGD(PaddleAveraging, paddle.optimizer.Optimizer):
         with paddle.no_grad():
             self._sync_lr()
             self._scalars = {}
-            untouched = self._untouched
-            prepared = self._prepared_gradients(type(self).__name__, untouched=untouched, given=given)
+            prepared = self._prepared_gradients(type(self).__name__, untouched=self._untouched, given=given)
             with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
                 for index, pairs in enumerate(prepared):
                     group, extras = self._groups[index], self._extras[index]
-                    for p, grad in pairs:
-                        # an untouched gradient is raw (its dtype, not negated): the update negates it
-                        negated = group["maximize"] and not untouched(index, p)
-                        self._update(p, grad, group, extras, negated)
+                    # an untouched gradient is raw (its dtype, not negated): the update negates it
+                    touched = self._grad_clip is not None or extras.regularizer is not None
+                    for p, grad, negated in _fused.asgd_group(self, pairs, group, touched):
+                        self._update(p, grad, group, extras, negated)  # what the kernel did not take
 
     def _untouched(self, index: int, p: Tensor) -> bool:
         """Whether no clip and no regulariser sees parameter ``p``'s gradient (group ``index``): the update
@@ -447,9 +446,7 @@ class ASGD(PaddleAveraging, paddle.optimizer.Optimizer):
     def _update(
         self, p: Tensor, grad: Tensor, group: dict[str, Any], extras: _GroupExtras, negated: bool
     ) -> None:
-        grad = _fused.asgd_update(self, p, grad, group, extras, negated)
-        if grad is None:
-            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
+        """One step of ``p`` with Paddle's ops (a parameter :func:`_fused.asgd_group` did not take)."""
         lambd, alpha, t0 = group["lambd"], group["alpha"], group["t0"]
         lr = group["lr"] * _param_lr_multiplier(p)
         st = self.state.get(p)
