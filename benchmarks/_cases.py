@@ -158,6 +158,15 @@ def _bridge_torch_sag(batch_num: int) -> Callable[[list], Any]:
     return f
 
 
+def _bridge_torch_ntasgd(ps: list) -> Any:
+    """NT-ASGD after its switch (the averaged phase, ASGD's cost; before it, it is torch's SGD)."""
+    from asgd_bridge.torch import NTASGD
+
+    opt = NTASGD(ps, lr=1e-2, fused=True)
+    opt.start_averaging()
+    return opt
+
+
 def _check_torch_asgd() -> None:
     from asgd_bridge.torch import ASGD  # noqa: F401
 
@@ -221,6 +230,15 @@ def _bridge_paddle_sag(batch_num: int) -> Callable[[list], Any]:
         return SAG(learning_rate=1e-3, batch_num=batch_num, parameters=ps, check_memory=False)
 
     return f
+
+
+def _bridge_paddle_ntasgd(ps: list) -> Any:
+    """NT-ASGD after its switch (the averaged phase: asgd_bridge.paddle.ASGD's kernel path)."""
+    from asgd_bridge.paddle import NTASGD
+
+    opt = NTASGD(learning_rate=1e-2, parameters=ps)
+    opt.start_averaging()
+    return opt
 
 
 def _check_paddle_asgd() -> None:
@@ -358,6 +376,8 @@ FAMILIES: dict[str, list[Row]] = {
             _torch_opt(_bridge_torch_asgd(foreach=True)), _check_torch_asgd),
         Row("asgd_bridge.torch.ASGD (fused=True)", "torch", "asgd",
             _torch_opt(_bridge_torch_asgd(fused=True)), _check_torch_asgd),
+        Row("asgd_bridge.torch.NTASGD (averaging, fused=True)", "torch", "asgd",
+            _torch_opt(_bridge_torch_ntasgd), _check_torch_asgd),
     ],
     # baseline paddle.optimizer.SGD: the issue's target is a step within 2.0x of it (20 vs 12 B/element)
     "paddle-asgd": [
@@ -365,6 +385,8 @@ FAMILIES: dict[str, list[Row]] = {
         Row("asgd_bridge.paddle.ASGD (C kernel)", "paddle", "asgd", _paddle_opt(_bridge_paddle_asgd),
             _check_paddle_asgd),
         Row("asgd_bridge.paddle.ASGD (Paddle ops, old path)", "paddle", "asgd", _bridge_paddle_asgd_ops,
+            _check_paddle_asgd),
+        Row("asgd_bridge.paddle.NTASGD (averaging)", "paddle", "asgd", _paddle_opt(_bridge_paddle_ntasgd),
             _check_paddle_asgd),
     ],
     "sag-1": [

@@ -173,8 +173,20 @@ def _style(name: str) -> dict[str, Any]:
             "marker": "s" if "paddle" in name else "o"}
 
 
+#: The six optimizer classes (their fastest CPU path) and the frameworks' own optimizers they are
+#: measured against, for classes.png.
+CLASS_ROWS = (
+    "asgd_bridge.torch.ASGD (fused=True)", "asgd_bridge.torch.NTASGD (averaging, fused=True)",
+    "asgd_bridge.torch.SAG (batch_num=1)", "asgd_bridge.paddle.ASGD (C kernel)",
+    "asgd_bridge.paddle.NTASGD (averaging)", "asgd_bridge.paddle.SAG (batch_num=1)",
+    "torch.optim.ASGD (foreach)", "torch.optim.ASGD (for-loop)", "paddle.optimizer.SGD",
+    "paddle.optimizer.ASGD (SAG, batch_num=1)",
+)  # fmt: skip
+
+
 def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
-    """step_time.png and roofline.png (fp32, one tensor, vs size), many_small.png, probes.png."""
+    """classes.png (the six classes and the frameworks' baselines), step_time.png and roofline.png
+    (every row; fp32, one tensor, vs size), many_small.png, probes.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,6 +204,26 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         plt.close(fig)
         paths.append(path)
 
+    by_class: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in res:
+        if r["row"] in CLASS_ROWS and r["dtype"] == "float32" and r["layout"] == "one":
+            if all(n != r["numel"] for n, _ in by_class[r["row"]]):  # a row in two families: once
+                by_class[r["row"]].append((r["numel"], r["median_s"]))
+    if by_class:
+        fig, ax = plt.subplots(figsize=(12, 5.5))
+        for i, name in enumerate(n for n in CLASS_ROWS if n in by_class):
+            pts = sorted(by_class[name])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[(2 * i) % 20],
+                    **_style(name))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameter elements (fp32, one tensor)")
+        ax.set_ylabel("step time (s)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  title="solid: asgd_bridge; dashed: the frameworks' own", title_fontsize=8)
+        ax.set_title(f"Step time of the six classes and the frameworks' optimizers, fp32 ({threads} threads)")
+        save(fig, "classes")
     for key, ylabel, fname, title in (
         ("median_s", "step time (s)", "step_time", "Step time, fp32, one tensor"),
         ("roofline_fraction", "fraction of roofline (floor bytes / roofline bandwidth / step time)",

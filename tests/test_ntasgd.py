@@ -391,3 +391,28 @@ def test_constructor_rejects_bad_trigger_arguments_naming_them():
         NTASGD(model.parameters(), nonmono=-1)
     with pytest.raises(ValueError, match="mode"):
         NTASGD(model.parameters(), mode="lowest")
+
+
+def test_fused_runs_the_kernel_after_the_switch_and_follows_the_loop(monkeypatch):
+    """``fused=True``: the SGD phase is the same, the averaged phase one kernel launch per step (its
+    float32 tolerance, docs/benchmarks.md: 1e-6 relative to the loop)."""
+    from asgd_bridge._native import asgd as native
+
+    calls = []
+    real = native.asgd_step
+    monkeypatch.setattr(native, "asgd_step", lambda *a, **k: (calls.append(a[3]), real(*a, **k))[1])
+    lr, wd = 0.1, 1e-2
+    fused_model, loop_model = model_pair()
+    fused = NTASGD(groups(fused_model, lr), lr=lr, weight_decay=wd, fused=True)
+    loop = NTASGD(groups(loop_model, lr), lr=lr, weight_decay=wd, foreach=False)
+    for i, (x, y) in enumerate(batches(10)):
+        if i == 4:
+            assert fused.start_averaging() and loop.start_averaging()
+        loss_step(fused_model, fused, x, y)
+        loss_step(loop_model, loop, x, y)
+        if i < 4:
+            assert_same(fused_model, fused, loop_model, loop)  # the SGD phase is torch's, op for op
+    assert calls == [2] * 12  # per averaged step one launch per group, its weight and bias in it
+    for p, q in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(fused.state[p]["ax"], loop.state[q]["ax"], rtol=1e-6, atol=1e-7)

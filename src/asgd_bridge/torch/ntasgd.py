@@ -68,6 +68,9 @@ class NTASGD(NonMonotonicAveraging, ASGD):
         nonmono, mode, threshold, threshold_mode: the trigger's arguments
             (:class:`~asgd_bridge.ntasgd.NonMonotonicTrigger`; AWD-LSTM's ``nonmono=5`` by default).
         maximize, foreach, differentiable: as in torch's SGD and ASGD, in both phases.
+        fused: the averaged phase runs :class:`asgd_bridge.torch.ASGD`'s one-pass kernel
+            (``fused=True``: 20 bytes per fp32 element, see docs/benchmarks.md); the SGD phase is
+            torch's default SGD path then. Not with ``foreach=True`` or ``differentiable=True``.
         immediate_lr, bottou_average: :class:`asgd_bridge.torch.ASGD`'s fixes for the averaged phase
             (default off: the hand-written program).
 
@@ -94,6 +97,7 @@ class NTASGD(NonMonotonicAveraging, ASGD):
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
+        fused: bool | None = None,
         immediate_lr: bool = False,
         bottou_average: bool = False,
     ) -> None:
@@ -107,6 +111,7 @@ class NTASGD(NonMonotonicAveraging, ASGD):
             foreach=foreach,
             maximize=maximize,
             differentiable=differentiable,
+            fused=fused,
             immediate_lr=immediate_lr,
             bottou_average=bottou_average,
         )
