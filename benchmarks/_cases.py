@@ -223,6 +223,34 @@ def _bridge_paddle_asgd_ops(w: Workload) -> tuple[Step, Any]:
     return step, opt
 
 
+def _paddle_kernel_alone(w: Workload) -> tuple[Step, Any]:
+    """The one launch of ``asgd_bridge.paddle.ASGD``'s step without its Python side: the C kernel
+    on the optimizer's own tensors (p, grad, ax) with fixed scalars. The difference to the
+    optimizer's row is what the per-parameter checks, schedule and queueing cost."""
+    from array import array
+
+    from asgd_bridge._native import asgd as native
+    from asgd_bridge.paddle import _fused
+
+    ps = w.paddle_params()
+    opt = _bridge_paddle_asgd(ps)
+    opt.step()  # creates the state (ax)
+    k, axs = len(ps), [opt.state[p]["ax"] for p in ps]
+    tensors = (ps, [p.grad for p in ps], axs)
+    addresses = array("Q", [t.data_ptr() for role in tensors for t in role] + [0] * k)
+    addresses.extend(int(np.prod(p.shape)) for p in ps)
+    scalars = array("d", [1.0] * k + [1e-6] * k + [0.5] * k)
+    kernel, threads = native.LOADER(), _fused.kernel_threads()
+    grad_f32 = ps[0].grad.dtype != ps[0].dtype
+
+    def step() -> None:
+        native.asgd_update(kernel, w.dtype, addresses, scalars, k, grad_f32=grad_f32, master=False,
+                           nthreads=threads)  # fmt: skip
+
+    step.tensors = tensors  # type: ignore[attr-defined]  # alive as long as the step
+    return step, opt
+
+
 def _bridge_paddle_sag(batch_num: int) -> Callable[[list], Any]:
     def f(ps: list) -> Any:
         from asgd_bridge.paddle import SAG
@@ -387,6 +415,8 @@ FAMILIES: dict[str, list[Row]] = {
         Row("asgd_bridge.paddle.ASGD (Paddle ops, old path)", "paddle", "asgd", _bridge_paddle_asgd_ops,
             _check_paddle_asgd),
         Row("asgd_bridge.paddle.NTASGD (averaging)", "paddle", "asgd", _paddle_opt(_bridge_paddle_ntasgd),
+            _check_paddle_asgd),
+        Row("asgd_bridge.paddle.ASGD: its kernel alone", "paddle", "asgd", _paddle_kernel_alone,
             _check_paddle_asgd),
     ],
     "sag-1": [
