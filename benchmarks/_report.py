@@ -204,40 +204,26 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         plt.close(fig)
         paths.append(path)
 
-    by_class: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for r in res:
-        if r["row"] in CLASS_ROWS and r["dtype"] == "float32" and r["layout"] == "one":
-            if all(n != r["numel"] for n, _ in by_class[r["row"]]):  # a row in two families: once
-                by_class[r["row"]].append((r["numel"], r["median_s"]))
-    if by_class:
-        fig, ax = plt.subplots(figsize=(12, 5.5))
-        for i, name in enumerate(n for n in CLASS_ROWS if n in by_class):
-            pts = sorted(by_class[name])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[(2 * i) % 20],
-                    **_style(name))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameter elements (fp32, one tensor)")
-        ax.set_ylabel("step time (s)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-                  title="solid: asgd_bridge; dashed: the frameworks' own", title_fontsize=8)
-        ax.set_title(f"Step time of the six classes and the frameworks' optimizers, fp32 ({threads} threads)")
-        save(fig, "classes")
-    for key, ylabel, fname, title in (
-        ("median_s", "step time (s)", "step_time", "Step time, fp32, one tensor"),
+    one_fp32 = [r for r in res if r["dtype"] == "float32" and r["layout"] == "one"]
+    for key, ylabel, fname, title, rows in (
+        ("median_s", "step time (s)", "classes",
+         "Step time of the six classes and the frameworks' optimizers, fp32, one tensor", CLASS_ROWS),
+        ("median_s", "step time (s)", "step_time", "Step time, fp32, one tensor", None),
         ("roofline_fraction", "fraction of roofline (floor bytes / roofline bandwidth / step time)",
-         "roofline", "Fraction of the roofline (C read-modify-write probe), fp32, one tensor"),
+         "roofline", "Fraction of the roofline (C read-modify-write probe), fp32, one tensor", None),
     ):
+        series: dict[str, dict[int, float]] = defaultdict(dict)
+        for r in one_fp32:
+            if (r["row"] in rows) if rows else r["family"] != "fused-paths":
+                series[r["row"]].setdefault(r["numel"], r[key])  # a row in two families: its first
+        if not series:
+            continue
         fig, ax = plt.subplots(figsize=(12, 5.5))
-        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        for r in res:
-            if r["dtype"] == "float32" and r["layout"] == "one" and r["family"] != "fused-paths":
-                series[r["row"]].append((r["numel"], r[key]))
-        for i, (name, pts) in enumerate(sorted(series.items())):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, color=colors[i % 20],
-                    **_style(name))
+        names = [n for n in rows if n in series] if rows else sorted(series)
+        for i, name in enumerate(names):
+            pts = sorted(series[name].items())
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name,
+                    color=colors[(2 * i if rows else i) % 20], **_style(name))
         ax.set_xscale("log")
         if key == "median_s":
             ax.set_yscale("log")
@@ -250,7 +236,8 @@ def plots(doc: dict[str, Any], out: Path, suffix: str = "") -> list[Path]:
         ax.set_xlabel("parameter elements (fp32, one tensor)")
         ax.set_ylabel(ylabel, fontsize=9 if key != "median_s" else 10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  title="solid: asgd_bridge; dashed: the frameworks' own", title_fontsize=8)
         ax.set_title(f"{title} ({threads} threads)")
         save(fig, fname)
     small = [r for r in res if r["layout"] == "many-small" and r["dtype"] == "float32"
