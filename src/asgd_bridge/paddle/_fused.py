@@ -41,13 +41,14 @@ from typing import Any
 
 import numpy as np
 import paddle
+from paddle.regularizer import L1Decay, L2Decay
 
 from .._native import asgd as _kernel
 from .._native import sag as _sag_kernel
 from .._native.build import warn_once
 from ..reference import eta_schedule, mu_schedule
 
-__all__ = ["asgd_group", "batched", "kernel_threads", "sag_update"]
+__all__ = ["asgd_group", "batched", "kernel_threads", "sag_group"]
 
 _LOW = (paddle.bfloat16, paddle.float16)
 _NAMES = {paddle.float32: "float32", paddle.float64: "float64", paddle.bfloat16: "bfloat16",
@@ -304,8 +305,6 @@ _SAG_DTYPES = {paddle.float32: "float32", paddle.float64: "float64"}
 
 def _sag_regularizer(opt: Any, p: paddle.Tensor) -> tuple[str | None, float] | None:
     """The regulariser ``SAG._regularize`` applies to ``p`` as ``(kind, coeff)``; ``None``: a custom one."""
-    from paddle.regularizer import L1Decay, L2Decay
-
     reg = getattr(p, "regularizer", None)
     if reg is None:
         reg = opt.regularization
@@ -319,69 +318,81 @@ def _sag_regularizer(opt: Any, p: paddle.Tensor) -> tuple[str | None, float] | N
     return None
 
 
-def sag_update(opt: Any, p: paddle.Tensor, g: paddle.Tensor, lr: float) -> bool:
-    r"""One SAG step of ``p`` (``opt``, an ``asgd_bridge.paddle.SAG``) with the kernel if it can.
+def sag_group(opt: Any, pairs: list[tuple[paddle.Tensor, paddle.Tensor]],
+              lr: float) -> list[tuple[paddle.Tensor, paddle.Tensor]]:  # fmt: skip
+    r"""One SAG step of the ``pairs`` of ``opt`` (an ``asgd_bridge.paddle.SAG``) with the kernel where
+    it can; return the pairs the caller must run with Paddle's ops (nothing of them modified).
 
-    The arguments are those of ``SAG._update``: the gradient already negated and clipped by the
+    The arguments are those of ``SAG._update``: each gradient already negated and clipped by the
     optimizer, and the global lr. In one pass (``sag_cpu.c``, :func:`asgd_bridge.reference.sag_step`)::
 
         g = g + coeff * p  (L2Decay / float)  |  g + coeff * sign(p)  (L1Decay)
         d = d - y[i] + g;   y[i] = g;   p = p - lr * d / min(m + 1, n)
 
-    Returns ``True`` when ``p``, ``d``, ``y[m % n]`` and ``m`` were updated; ``False`` when the caller
-    must run Paddle's ops (nothing modified): float16/bfloat16 or a master weight, a GPU
-    parameter (quietly: Paddle's ops are their path), a custom regulariser, a layout the kernel
-    does not take (one warning per reason).
+    updating ``p``, ``d``, ``y[m % n]`` and ``m`` (inside :func:`batched`: queued for the block's
+    launch). Returned: float16/bfloat16 or a master weight, a GPU parameter (quietly: Paddle's ops
+    are their path), a custom regulariser or a layout the kernel does not take (one warning per
+    reason). The checks are :func:`_fits`'s, as in :func:`asgd_group`.
 
     Raises:
         ValueError: the gradient, ``d`` or ``y`` has another element count than the state needs.
     """
-    name = _SAG_DTYPES.get(p.dtype)
-    if _FORCE_FALLBACK or name is None or not p.place.is_cpu_place():
-        return False
-    state = opt._state_of(p)  # allocates the state on a first step, as SAG._update does
-    if "master" in state:
-        return False
-    kernel = _load_sag()
-    if kernel is None:
-        return False
-    reg = _sag_regularizer(opt, p)
-    if reg is None:
-        _fallback("a custom regularizer", p, g, "SAG")
-        return False
-    d, y = state["d"], state["y"]
-    n = opt._n_of(p)
-    numel = math.prod(p.shape)
-    dtypes = (p.dtype,)
-    reason = (
-        _check(p, "value", dtypes, numel, p)
-        or _check(g, "gradient", dtypes, numel, p)
-        or _check(d, "state 'd'", dtypes, numel, p)
-        or _check(y, "state 'y'", dtypes, n * numel, p)
-    )
-    pointers = (p.data_ptr(), g.data_ptr(), d.data_ptr(), y.data_ptr())
-    if reason is None and _overlap(pointers, (p, g, d, y)):
-        reason = "two of its buffers (value, gradient, d, y) overlap"
-    if reason is not None:
-        _fallback(reason, p, g, "SAG")
-        return False
-    m = state["m"]
-    attr = getattr(p, "optimize_attr", None) or {}
-    plr = lr * float(attr.get("learning_rate", 1.0))
+    if _FORCE_FALLBACK or (_sag_kernel.LOADER.kernel is None and _load_sag() is None):
+        return list(pairs)
     batch: _Batch | None = getattr(opt, "_fused_batch", None)
-    launch = _pending(batch, ("sag", name, reg[0], reg[1]), 5, 1, p)
-    a = launch.addresses
-    row = pointers[3] + (m % n) * numel * p.element_size()  # the row y[m % n] this step replaces
-    # (no clip scale, 0: the optimizer clipped the gradients already)
-    for role, x in zip(a, (*pointers[:3], row, 0), strict=True):
-        role.append(x)
-    launch.scalars[0].append(-plr / min(m + 1, n))
-    launch.counts.append(numel)
-    launch.tensors.append((p, d, y, g))
-    launch.after.append((state, m + 1))
-    if batch is None:
-        _launch(launch)
-    return True
+    rest = []
+    for p, g in pairs:
+        dtype = p.dtype
+        name = _SAG_DTYPES.get(dtype)
+        if name is None or not (_HOST_ONLY or p.place.is_cpu_place()):
+            rest.append((p, g))
+            continue
+        state = opt._state_of(p)  # allocates the state on a first step, as SAG._update does
+        if "master" in state:
+            rest.append((p, g))
+            continue
+        reg = _sag_regularizer(opt, p)
+        if reg is None:
+            _fallback("a custom regularizer", p, g, "SAG")
+            rest.append((p, g))
+            continue
+        d, y = state["d"], state["y"]
+        n = opt._n_of(p)
+        numel = math.prod(p.shape)
+        if not (_fits(p, dtype, numel) and _fits(g, dtype, numel) and _fits(d, dtype, numel)
+                and _fits(y, dtype, n * numel)):  # fmt: skip
+            _fallback(
+                _check(p, "value", (dtype,), numel, p)
+                or _check(g, "gradient", (dtype,), numel, p)
+                or _check(d, "state 'd'", (dtype,), numel, p)
+                or _check(y, "state 'y'", (dtype,), n * numel, p)
+                or "a layout the kernel does not take",
+                p, g, "SAG",
+            )  # fmt: skip
+            rest.append((p, g))
+            continue
+        pointers = (p.data_ptr(), g.data_ptr(), d.data_ptr(), y.data_ptr())
+        if _overlap(pointers, (p, g, d, y)):
+            _fallback("two of its buffers (value, gradient, d, y) overlap", p, g, "SAG")
+            rest.append((p, g))
+            continue
+        m = state["m"]
+        attr = getattr(p, "optimize_attr", None)
+        plr = lr * float(attr.get("learning_rate", 1.0)) if attr else lr
+        launch = _pending(batch, ("sag", name, reg[0], reg[1]), 5, 1, p)
+        a = launch.addresses
+        a[0].append(pointers[0])
+        a[1].append(pointers[1])
+        a[2].append(pointers[2])
+        a[3].append(pointers[3] + (m % n) * numel * _SIZES[dtype])  # the row y[m % n] this step replaces
+        a[4].append(0)  # no clip scale: the optimizer clipped the gradients already
+        launch.scalars[0].append(-plr / min(m + 1, n))
+        launch.counts.append(numel)
+        launch.tensors.append((p, d, y, g))
+        launch.after.append((state, m + 1))
+        if batch is None:
+            _launch(launch)
+    return rest
 
 
 # --------------------------------------------------------------------------- launches
@@ -425,7 +436,7 @@ class _Batch:
 
 @contextmanager
 def batched(opt: Any) -> Iterator[None]:
-    """Within this block, the parameters :func:`asgd_group` / :func:`sag_update` take are queued
+    """Within this block, the parameters :func:`asgd_group` / :func:`sag_group` take are queued
     and updated at its end, in one kernel launch per kernel variant (storage dtype, gradient dtype,
     master weight; for SAG the regulariser), so many small tensors cost one call, not one each.
 

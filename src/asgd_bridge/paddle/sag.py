@@ -389,13 +389,12 @@ class SAG(Optimizer):
         lr = float(self.get_lr())
         cache: dict = {}
         with _fused.batched(self):  # one kernel launch per dtype at the end (paddle/_fused.py)
-            for p, g in pairs:
-                self._update(p, g, lr, cache)
+            for p, g in _fused.sag_group(self, pairs, lr):
+                self._update(p, g, lr, cache)  # what the kernel did not take
         return None
 
     def _update(self, p: paddle.Tensor, g: paddle.Tensor, lr: float, cache: dict) -> None:
-        if _fused.sag_update(self, p, g, lr):
-            return  # one pass in the CPU kernel (paddle/_fused.py); below: Paddle's ops
+        """One SAG step of ``p`` with Paddle's ops (a pair :func:`_fused.sag_group` did not take)."""
         state = self._state_of(p)
         n = self._n_of(p)
         m = state["m"]
