@@ -341,12 +341,13 @@ def targets(doc: dict[str, Any]) -> list[str]:
 
 
 def _python_share(doc: dict[str, Any], r: dict[str, Any]) -> str:
-    """``r``'s time beyond its kernel alone (same tensors, same run): the Python side of the step."""
+    """For a row of many tensors: its time beyond its kernel alone (same tensors, same family, median
+    of the paired per-repeat differences), the Python side of the step, per parameter."""
     alone = _find(doc, "asgd_bridge.paddle.ASGD: its kernel alone", family=r["family"], dtype=r["dtype"],
                   layout=r["layout"], numel=r["numel"])  # fmt: skip
-    if not alone:
+    if not alone or r["ntensors"] < 2:
         return ""
-    extra = r["median_s"] - alone[0]["median_s"]
+    extra = _median([a - b for a, b in zip(r["samples_s"], alone[0]["samples_s"], strict=True)])
     return (f"; its kernel alone {alone[0]['roofline_fraction'] * 100:.0f}% of roofline, the rest "
             f"{extra * 1e3:.2f} ms = {extra / r['ntensors'] * 1e6:.1f} us per parameter "
             f"({extra / r['median_s'] * 100:.0f}% of the step)")
