@@ -231,6 +231,7 @@ def test_paddle_state_the_kernel_cannot_take() -> None:
         "d-short": "st['d'] = paddle.zeros([8])",
         "y-short": "st['y'] = paddle.zeros([2, 8])",
         "d-strided": "st['d'] = paddle.zeros([64, 64])[:, ::2]",
+        "d-aliases-p": "st['d'] = p",
     })  # fmt: skip
     for name in ("d-short", "y-short"):
         error = out[name]["error"] or ""
@@ -238,3 +239,6 @@ def test_paddle_state_the_kernel_cannot_take() -> None:
         assert "of parameter 'create_parameter_" in error, (name, out[name])
     strided = out["d-strided"]
     assert len(strided["warnings"]) == 1 and "state 'd' is not contiguous" in strided["warnings"][0], strided
+    aliased = out["d-aliases-p"]
+    assert aliased["error"] is None and len(aliased["warnings"]) == 1, aliased
+    assert "(value, gradient, d, y) overlap" in aliased["warnings"][0], aliased

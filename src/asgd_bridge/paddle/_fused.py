@@ -283,6 +283,16 @@ def _asgd_schedule(lr: float, wd: float, negate: bool, rnd: Any, step: int, eta:
             rs(eta_schedule(lr, lambd, alpha, t), rnd), rs(mu_schedule(t, t0), rnd))  # fmt: skip
 
 
+def _spans_meet(starts: tuple[int, ...], sizes: tuple[int, ...]) -> bool:
+    """Whether any two of the byte ranges ``[start, start + size)`` intersect (a few ranges: pairwise)."""
+    k = len(starts)
+    return any(
+        starts[i] < starts[j] + sizes[j] and starts[j] < starts[i] + sizes[i]
+        for i in range(k)
+        for j in range(i + 1, k)
+    )
+
+
 def _overlap(pointers: tuple[int, ...], tensors: tuple) -> bool:
     """Whether any two of these dense tensors' byte ranges intersect (``None`` entries skipped)."""
     spans = sorted(
@@ -372,7 +382,8 @@ def sag_group(opt: Any, pairs: list[tuple[paddle.Tensor, paddle.Tensor]],
             rest.append((p, g))
             continue
         pointers = (p.data_ptr(), g.data_ptr(), d.data_ptr(), y.data_ptr())
-        if _overlap(pointers, (p, g, d, y)):
+        nb = numel * _SIZES[dtype]
+        if _spans_meet(pointers, (nb, nb, nb, n * nb)):
             _fallback("two of its buffers (value, gradient, d, y) overlap", p, g, "SAG")
             rest.append((p, g))
             continue
