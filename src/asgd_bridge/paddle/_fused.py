@@ -234,7 +234,7 @@ def asgd_group(opt: Any, pairs: list[tuple[paddle.Tensor, paddle.Tensor]], group
             (pg < pp + nb and pp < pg + gb)
             or (pa < pp + nb and pp < pa + nb)
             or (pa < pg + gb and pg < pa + nb)
-            or (master is not None and _overlap((pp, pg, pa, pw), (p, grad, ax, master)))
+            or (master is not None and _spans_meet((pp, pg, pa, pw), (nb, gb, nb, numel * 4)))
         ):
             reason = "two of its buffers (value, gradient, ax, master) overlap"
             rest.append((p, _fallback(reason, p, grad), negated))
@@ -291,16 +291,6 @@ def _spans_meet(starts: tuple[int, ...], sizes: tuple[int, ...]) -> bool:
         for i in range(k)
         for j in range(i + 1, k)
     )
-
-
-def _overlap(pointers: tuple[int, ...], tensors: tuple) -> bool:
-    """Whether any two of these dense tensors' byte ranges intersect (``None`` entries skipped)."""
-    spans = sorted(
-        (a, a + math.prod(t.shape) * t.element_size())
-        for a, t in zip(pointers, tensors, strict=True)
-        if t is not None
-    )  # (a few tensors: sorting is cheaper than pairwise tests)
-    return any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
 
 
 # --------------------------------------------------------------------------- SAG
