@@ -231,3 +231,18 @@ def test_build_shared_library_builds_other_sources(monkeypatch: pytest.MonkeyPat
     info = lib.asgd_build_info
     assert not info.cached and Path(info.path).name.startswith("twice_")
     assert native_build.build_shared_library(src, "twice").asgd_build_info.cached
+
+
+def test_a_changed_header_beside_the_source_is_a_new_cache_entry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The kernels include share.h from their own directory: a cached library built with another
+    # version of it must not be loaded.
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    (tmp_path / "factor.h").write_text("#define FACTOR 2\n")
+    src = tmp_path / "scaled.c"
+    src.write_text('#include "factor.h"\nint scaled(int x) { return FACTOR * x; }\n')
+    assert native_build.build_shared_library(src, "scaled").scaled(21) == 42
+    (tmp_path / "factor.h").write_text("#define FACTOR 3\n")
+    lib = native_build.build_shared_library(src, "scaled")
+    assert not lib.asgd_build_info.cached and lib.scaled(21) == 63

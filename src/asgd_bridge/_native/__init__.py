@@ -25,7 +25,8 @@ Native code runs with the user's rights and reads raw addresses, so two things m
   back to its pure-framework path (one warning), never an exception from ``step()``.
 * A cached library ``<name>_<key>`` is found through ``<name>_<key>.sha256``, which records the
   sha256 of the library file ``<name>_<key>_<sha256[:16]>.so``. ``key`` hashes the source, the
-  compiler command, the flags and the CPU model, so a changed input is a new entry. Both files
+  headers beside it (``share.h``: the work split both kernels include), the compiler command, the
+  flags and the CPU model, so a changed input is a new entry. Both files
   must be regular files (opened without following symlinks) owned by the uid and not writable by
   group or others, and the library's bytes, read from the same file descriptor that is then
   loaded (``/proc/self/fd/N``, so no one can swap the file between the check and ``dlopen``),

@@ -25,35 +25,7 @@
 
 #define ASGD_API __attribute__((visibility("default")))
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-/* This thread's share [*lo, *hi) of `total` elements counted across all tensors of a call: one
- * static split of the concatenated index space (cut at 16-element boundaries, so no two threads
- * write one cache line), so many small tensors cost one parallel region and no per-tensor
- * work-sharing, and a big tensor is split evenly. */
-static inline void asgd_range(int64_t total, int64_t *lo, int64_t *hi) {
-#ifdef _OPENMP
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const int64_t t = 0, nt = 1;
-#endif
-    *lo = t == 0 ? 0 : (total * t / nt) & ~(int64_t)15;
-    *hi = t + 1 == nt ? total : (total * (t + 1) / nt) & ~(int64_t)15;
-}
-
-/* For k over the tensors, with [b, e) the part of tensor k in this thread's share. */
-#define asgd_FOR_SHARE(n, numel, total)                                                     \
-    int64_t share_lo_, share_hi_, share_base_ = 0;                                          \
-    asgd_range(total, &share_lo_, &share_hi_);                                              \
-    for (int64_t k = 0; k < (n) && share_base_ < share_hi_; share_base_ += (numel)[k], ++k) \
-        for (int64_t b = share_lo_ > share_base_ ? share_lo_ - share_base_ : 0,             \
-                     e = share_hi_ - share_base_ < (numel)[k] ? share_hi_ - share_base_ : (numel)[k]; \
-             b < e; b = e)
-
-/* Below this many elements in one call, threads cost more than they save. */
-#define ASGD_PAR_MIN 32768
+#include "share.h" /* share_range, FOR_SHARE, SHARE_PAR_MIN */
 
 enum { DT_F32 = 0, DT_F64 = 1, DT_BF16 = 2, DT_F16 = 3 };
 
@@ -111,7 +83,7 @@ typedef struct {
         for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
         {                                                                                   \
-        asgd_FOR_SHARE(n, numel, total) {                                                   \
+        FOR_SHARE(n, numel, total) {                                                   \
             STORAGE *restrict p = (STORAGE *)P[k];                                          \
             const STORAGE *restrict g = (const STORAGE *)G[k];                              \
             STORAGE *restrict ax = (STORAGE *)AX[k];                                        \
@@ -183,7 +155,7 @@ ASGD_API int asgd_step(int dtype, int64_t n, void *const *P, void *const *G, voi
         state_store(ETA[k], scalar_f64, lr / pow(1.0 + lambd * lr * t, alpha));
         state_store(MU[k], scalar_f64, 1.0 / fmax(1.0, t - t0));
     }
-    const int parallel = nthreads > 1 && total >= ASGD_PAR_MIN;
+    const int parallel = nthreads > 1 && total >= SHARE_PAR_MIN;
     if (nthreads < 1) nthreads = 1;
     switch (dtype) {
         case DT_F32: asgd_f32(n, P, G, AX, numel, s, weight_decay, maximize, nthreads, parallel); break;
@@ -243,7 +215,7 @@ ASGD_API int asgd_step(int dtype, int64_t n, void *const *P, void *const *G, voi
         for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
         {                                                                                   \
-        asgd_FOR_SHARE(n, numel, total) {                                                   \
+        FOR_SHARE(n, numel, total) {                                                   \
             PS *restrict p = (PS *)P[k];                                                    \
             const GS *restrict g = (const GS *)G[k];                                        \
             PS *restrict ax = (PS *)AX[k];                                                  \
@@ -282,7 +254,7 @@ ASGD_API int asgd_update(int dtype, int grad_f32, int64_t n, void *const *P, voi
     if (!low && (grad_f32 || W)) return -1;
     int64_t total = 0;
     for (int64_t k = 0; k < n; ++k) total += numel[k];
-    const int parallel = nthreads > 1 && total >= ASGD_PAR_MIN;
+    const int parallel = nthreads > 1 && total >= SHARE_PAR_MIN;
     if (nthreads < 1) nthreads = 1;
     const int v = (grad_f32 ? 1 : 0) | (W ? 2 : 0);
 #define MIX_CALL(F) F(n, P, G, AX, W, numel, DECAY, ETA, MU, nthreads, parallel)

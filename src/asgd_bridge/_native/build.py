@@ -336,7 +336,8 @@ def build_shared_library(
     """Build a plain-C source, cache it, and load it with ctypes.
 
     Compiler: :func:`compiler`. Flags: :data:`CANDIDATES`, from ``-O3 -march=native -fopenmp``
-    down. Cache key: source bytes, compiler command, flags, CPU model. Directory:
+    down. Cache key: source bytes and those of the ``*.h`` headers beside it, compiler command,
+    flags, CPU model. Directory:
     :func:`cache_dir` (one ``RuntimeWarning`` when the persistent cache is bypassed). The
     :class:`BuildInfo` of the build is attached as ``lib.asgd_build_info``; the compiler errors of
     flag sets that failed as ``lib.asgd_build_errors``. Raises :class:`NativeUnavailable` ("could
@@ -349,7 +350,9 @@ def build_shared_library(
         raise NativeUnavailable(f"kernel source {source.name} is not installed with the package")
     cc = compiler()
     directory, bypassed = cache_dir()
-    code = source.read_bytes()
+    # the source and the headers beside it (`#include "share.h"` is found in the source's directory)
+    code = b"\0".join([source.read_bytes(), *(h.name.encode() + b"\0" + h.read_bytes()
+                                               for h in sorted(source.parent.glob("*.h")))])  # fmt: skip
     errors: list[str] = []
     for flags, openmp in CANDIDATES:
         key = hashlib.sha256(

@@ -24,35 +24,7 @@
 
 #define SAG_API __attribute__((visibility("default")))
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-/* This thread's share [*lo, *hi) of `total` elements counted across all tensors of a call: one
- * static split of the concatenated index space (cut at 16-element boundaries, so no two threads
- * write one cache line), so many small tensors cost one parallel region and no per-tensor
- * work-sharing, and a big tensor is split evenly. */
-static inline void sag_range(int64_t total, int64_t *lo, int64_t *hi) {
-#ifdef _OPENMP
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-    const int64_t t = 0, nt = 1;
-#endif
-    *lo = t == 0 ? 0 : (total * t / nt) & ~(int64_t)15;
-    *hi = t + 1 == nt ? total : (total * (t + 1) / nt) & ~(int64_t)15;
-}
-
-/* For k over the tensors, with [b, e) the part of tensor k in this thread's share. */
-#define sag_FOR_SHARE(n, numel, total)                                                      \
-    int64_t share_lo_, share_hi_, share_base_ = 0;                                          \
-    sag_range(total, &share_lo_, &share_hi_);                                               \
-    for (int64_t k = 0; k < (n) && share_base_ < share_hi_; share_base_ += (numel)[k], ++k) \
-        for (int64_t b = share_lo_ > share_base_ ? share_lo_ - share_base_ : 0,             \
-                     e = share_hi_ - share_base_ < (numel)[k] ? share_hi_ - share_base_ : (numel)[k]; \
-             b < e; b = e)
-
-/* Below this many elements in one call, threads cost more than they save. */
-#define SAG_PAR_MIN 32768
+#include "share.h" /* share_range, FOR_SHARE, SHARE_PAR_MIN */
 
 enum { DT_F32 = 0, DT_F64 = 1 };
 enum { REG_NONE = 0, REG_L2 = 1, REG_L1 = 2 };
@@ -89,7 +61,7 @@ enum { REG_NONE = 0, REG_L2 = 1, REG_L1 = 2 };
         for (int64_t k = 0; k < n; ++k) total += numel[k];                                  \
         _Pragma("omp parallel num_threads(nthreads) if(parallel)")                          \
         {                                                                                   \
-        sag_FOR_SHARE(n, numel, total) {                                                    \
+        FOR_SHARE(n, numel, total) {                                                    \
             T *restrict p = (T *)P[k];                                                      \
             const T *restrict g = (const T *)G[k];                                          \
             T *restrict d = (T *)D[k];                                                      \
@@ -128,7 +100,7 @@ SAG_API int sag_step(int dtype, int64_t n, void *const *P, void *const *G, void 
     if (!((sag_dtypes() >> dtype) & 1) || reg < REG_NONE || reg > REG_L1) return -1;
     int64_t total = 0;
     for (int64_t k = 0; k < n; ++k) total += numel[k];
-    const int parallel = nthreads > 1 && total >= SAG_PAR_MIN;
+    const int parallel = nthreads > 1 && total >= SHARE_PAR_MIN;
     if (nthreads < 1) nthreads = 1;
     if (dtype == DT_F32)
         sag_f32(n, P, G, D, Y, numel, STEP, SCALE, scale_f64, maximize, clip_value, lo, hi, reg, coeff,
