@@ -397,6 +397,32 @@ def true_average(iterates: Sequence[np.ndarray], t0: float, bottou: bool) -> np.
     return np.mean(np.stack(window), axis=0)
 
 
+def assert_close(got: np.ndarray, want: np.ndarray, rtol: float, what: str) -> None:
+    """|got - want| <= rtol * max(1, max|want|) elementwise (0: bit for bit)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    if rtol == 0:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+        return
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def record_launches(monkeypatch: Any, module: Any, entry: str) -> list[tuple[str, int]]:
+    """``(dtype, tensors)`` of every call of the native entry point ``module.entry`` (``asgd_step``,
+    ``asgd_update``, ``sag_step``: ``(kernel, dtype, addresses, [scalars,] k, **flags)``), in order;
+    the kernel still runs."""
+    seen: list[tuple[str, int]] = []
+    real = getattr(module, entry)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args[1], args[-1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, entry, recording)
+    return seen
+
+
 # --------------------------------------------------------------------------- framework adapters
 
 

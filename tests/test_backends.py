@@ -25,6 +25,7 @@ from optim_info import (
     EXTRA_ARGS,
     BackendInfo,
     Case,
+    assert_close,
     make_problem,
     reference_run,
     true_average,
@@ -81,17 +82,6 @@ def _rows(*, targets: bool, **select: Any) -> list[Any]:
 
 def _fix_id(fix: dict[str, bool]) -> str:
     return "+".join(fix) or "torch-schedule"
-
-
-def assert_close(got: np.ndarray, want: np.ndarray, rtol: float, what: str) -> None:
-    """|got - want| <= rtol * max(1, max|want|) elementwise (0: bit for bit)."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    if rtol == 0:
-        np.testing.assert_array_equal(got, want, err_msg=what)
-        return
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 SCALAR_KEYS = {"step", "eta", "mu", "m"}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optim_info import record_launches
 
 from asgd_bridge.ntasgd import NonMonotonicTrigger
 from asgd_bridge.torch import ASGD, NTASGD
@@ -398,9 +399,7 @@ def test_fused_runs_the_kernel_after_the_switch_and_follows_the_loop(monkeypatch
     float32 tolerance, docs/benchmarks.md: 1e-6 relative to the loop)."""
     from asgd_bridge._native import asgd as native
 
-    calls = []
-    real = native.asgd_step
-    monkeypatch.setattr(native, "asgd_step", lambda *a, **k: (calls.append(a[3]), real(*a, **k))[1])
+    calls = record_launches(monkeypatch, native, "asgd_step")
     lr, wd = 0.1, 1e-2
     fused_model, loop_model = model_pair()
     fused = NTASGD(groups(fused_model, lr), lr=lr, weight_decay=wd, fused=True)
@@ -412,7 +411,7 @@ def test_fused_runs_the_kernel_after_the_switch_and_follows_the_loop(monkeypatch
         loss_step(loop_model, loop, x, y)
         if i < 4:
             assert_same(fused_model, fused, loop_model, loop)  # the SGD phase is torch's, op for op
-    assert calls == [2] * 12  # per averaged step one launch per group, its weight and bias in it
+    assert calls == [("float32", 2)] * 12  # per averaged step one launch per group: its weight and bias
     for p, q in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(fused.state[p]["ax"], loop.state[q]["ax"], rtol=1e-6, atol=1e-7)

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import paddle
 import pytest
-from optim_info import ASGD_INFO, BY_NAME, case_id, cases_for, make_problem
+from optim_info import ASGD_INFO, BY_NAME, assert_close, case_id, cases_for, make_problem, record_launches
 
 from asgd_bridge import reference as ref
-from asgd_bridge._native import asgd as native_asgd
 from asgd_bridge.paddle import ASGD, _fused
 
 BACKEND = BY_NAME["paddle.ASGD"]
@@ -38,15 +37,7 @@ CASES = [c.kwargs for c in cases_for("paddle.ASGD")]
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """``(dtype, tensors)`` of every kernel launch of the Paddle caller, in order."""
-    seen: list[tuple[str, int]] = []
-    real = native_asgd.asgd_update
-
-    def counting(kernel: Any, dtype: str, addresses: Any, scalars: Any, k: int, **kwargs: Any) -> None:
-        seen.append((dtype, k))
-        real(kernel, dtype, addresses, scalars, k, **kwargs)
-
-    monkeypatch.setattr(_fused._kernel, "asgd_update", counting)
-    return seen
+    return record_launches(monkeypatch, _fused._kernel, "asgd_update")
 
 
 def _runs(case: dict, dtype: str) -> tuple[list, list, int]:
@@ -62,11 +53,6 @@ def _runs(case: dict, dtype: str) -> tuple[list, list, int]:
             _fused._FORCE_FALLBACK = False
     stepped = sum(g is not None for row in grads[1:] for g in row)  # steps after each first step
     return out[0], out[1], stepped
-
-
-def _close(got: np.ndarray, want: np.ndarray, rtol: float, what: str) -> None:
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 def _rows() -> list[Any]:
@@ -93,12 +79,12 @@ def test_table_rows_run_the_kernel_and_match_paddle_ops(case: dict, dtype: str, 
     rtol = 1e-12 if dtype == "float64" else 1e-6
     for t, ((fp, fs), (op, os_)) in enumerate(zip(fused, ops, strict=True), start=1):
         for i, (u, v) in enumerate(zip(fp, op, strict=True)):
-            _close(u, v, rtol, f"param {i} after step {t}")
+            assert_close(u, v, rtol, f"param {i} after step {t}")
         for i, (u, v) in enumerate(zip(fs, os_, strict=True)):
             if v is None:
                 assert u is None
                 continue
-            _close(u["ax"], v["ax"], rtol, f"ax {i} after step {t}")
+            assert_close(u["ax"], v["ax"], rtol, f"ax {i} after step {t}")
             for key in ("step", "eta", "mu"):
                 assert float(u[key]) == float(v[key]), (key, i, t)
 

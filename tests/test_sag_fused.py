@@ -17,11 +17,10 @@ import textwrap
 import warnings
 from typing import Any
 
-import numpy as np
 import paddle
 import pytest
 import torch
-from optim_info import BY_NAME, SAG_INFO, case_id, cases_for, make_problem
+from optim_info import BY_NAME, SAG_INFO, assert_close, case_id, cases_for, make_problem, record_launches
 
 from asgd_bridge._native import sag as native_sag
 from asgd_bridge.paddle import _fused as paddle_fused
@@ -33,15 +32,7 @@ FORCE = {"torch.SAG": (torch_fused, "_FORCE_FOREACH"), "paddle.SAG": (paddle_fus
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """(dtype, tensors) of every SAG kernel launch, in order."""
-    seen: list[tuple[str, int]] = []
-    real = native_sag.sag_step
-
-    def counting(kernel: Any, dtype: str, addresses: Any, steps: Any, k: int, **kwargs: Any) -> None:
-        seen.append((dtype, k))
-        real(kernel, dtype, addresses, steps, k, **kwargs)
-
-    monkeypatch.setattr(native_sag, "sag_step", counting)
-    return seen
+    return record_launches(monkeypatch, native_sag, "sag_step")
 
 
 def _rows() -> list[Any]:
@@ -51,11 +42,6 @@ def _rows() -> list[Any]:
         for case in [c for c in SAG_INFO.cases if c in cases_for(name)]
         for dtype in ("float32", "float64")
     ]
-
-
-def _close(got: np.ndarray, want: np.ndarray, rtol: float, what: str) -> None:
-    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 @pytest.mark.parametrize(("name", "case", "dtype"), _rows())
@@ -77,13 +63,13 @@ def test_table_rows_run_the_kernel_and_match_the_op_path(
     rtol = 1e-12 if dtype == "float64" else 1e-6
     for t, ((fp, fs), (op, os_)) in enumerate(zip(fused, ops, strict=True), start=1):
         for i, (u, v) in enumerate(zip(fp, op, strict=True)):
-            _close(u, v, rtol, f"param {i} after step {t}")
+            assert_close(u, v, rtol, f"param {i} after step {t}")
         for i, (u, v) in enumerate(zip(fs, os_, strict=True)):
             if u is None or v is None:
                 assert u is None and v is None
                 continue
             for key in ("d", "y"):
-                _close(u[key], v[key], rtol, f"{key} {i} after step {t}")
+                assert_close(u[key], v[key], rtol, f"{key} {i} after step {t}")
             assert int(u["m"]) == int(v["m"])
 
 
