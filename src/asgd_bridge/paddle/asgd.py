@@ -387,18 +387,19 @@ class ASGD(PaddleAveraging, paddle.optimizer.Optimizer):
                 for index, pairs in enumerate(prepared):
                     group, extras = self._groups[index], self._extras[index]
                     # an untouched gradient is raw (its dtype, not negated): the update negates it
-                    touched = self._grad_clip is not None or extras.regularizer is not None
+                    touched = self._group_touched(index)
                     for p, grad, negated in _fused.asgd_group(self, pairs, group, touched):
                         self._update(p, grad, group, extras, negated)  # what the kernel did not take
 
+    def _group_touched(self, index: int) -> bool:
+        """Whether a clip or group ``index``'s regulariser sees every gradient of the group."""
+        return self._grad_clip is not None or self._extras[index].regularizer is not None
+
     def _untouched(self, index: int, p: Tensor) -> bool:
         """Whether no clip and no regulariser sees parameter ``p``'s gradient (group ``index``): the update
-        then reads the raw gradient (a bf16/fp16 one in its 2 bytes) and applies ``maximize`` itself."""
-        return (
-            self._grad_clip is None
-            and getattr(p, "regularizer", None) is None
-            and self._extras[index].regularizer is None
-        )
+        then reads the raw gradient (a bf16/fp16 one in its 2 bytes) and applies ``maximize`` itself.
+        (:func:`_fused.asgd_group` asks the same per parameter: not touched and no own regulariser.)"""
+        return not self._group_touched(index) and getattr(p, "regularizer", None) is None
 
     def _prepared_gradients(
         self,
